@@ -1,0 +1,66 @@
+/* common/cluster.h: one upstream cluster, as Envoy names it
+ * `outbound|<port>|<subset>|<host>`: the endpoints of a service port, narrowed to a
+ * DestinationRule subset, and the traffic policy that applies to them.
+ *
+ * Endpoints come from the registry in the config: the ServiceEntry whose hosts contain the
+ * host, its inline endpoints or (workloadSelector) the WorkloadEntries of its namespace whose
+ * labels match; a subset keeps those whose labels match the subset's labels. The endpoint port
+ * is the WorkloadEntry's `ports[<service port name>]`, else the port's targetPort, else its
+ * number.
+ *
+ * Ownership: a cluster is built at config load and owned by the snapshot that built it; its
+ * endpoints are owned by it. Labels and names point into the weir_config_t, which outlives it.
+ * Mutable per-endpoint counters (active requests) are only touched on the loop thread. */
+#ifndef WEIR_CLUSTER_H
+#define WEIR_CLUSTER_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "common/config.h"
+#include "common/lb.h"
+
+typedef struct weir_endpoint {
+    char *address;                /* "10.244.0.11" (owned) */
+    uint16_t port;                /* endpoint port */
+    char *host_port;              /* "10.244.0.11:80" for logs and /clusters (owned) */
+    struct sockaddr_storage addr; /* ready for connect() */
+    socklen_t addr_len;
+    const weir_labels_t *labels;  /* the WorkloadEntry's; never NULL (may be empty) */
+    const char *service_account;  /* "default" when the entry names none */
+    uint32_t active_requests;     /* in flight now: LEAST_REQUEST reads it */
+    uint64_t total_requests;
+} weir_endpoint_t;
+
+typedef struct weir_cluster {
+    char *name;   /* outbound|80|v1|web-service.default.svc.cluster.local (owned) */
+    const char *host;   /* FQDN; points into the config */
+    const char *subset; /* NULL: the whole service */
+    uint32_t port;      /* service port */
+    const weir_service_entry_t *service; /* NULL: no ServiceEntry has this host */
+    const weir_service_port_t *service_port; /* NULL when service is NULL or has no such port */
+    weir_lb_t lb;
+    weir_endpoint_t *endpoints;
+    size_t n_endpoints;
+} weir_cluster_t;
+
+/* Builds the cluster for (host, subset, port). port 0 means "the service's only port"; when
+ * the service has several, the first. Never NULL. A host no ServiceEntry declares gives a
+ * cluster with service NULL and no endpoints (the request path answers 503). Endpoints whose
+ * address is not an IP literal are skipped (DNS resolution is not done by weir). */
+weir_cluster_t *weir_cluster_build(const weir_config_t *cfg, const char *host_fqdn,
+                                   const char *subset, uint32_t port);
+void weir_cluster_free(weir_cluster_t *c);
+
+/* The Envoy cluster name for (host, subset, port); a new string. */
+char *weir_cluster_name(const char *host_fqdn, const char *subset, uint32_t port);
+
+/* Picks an endpoint with the cluster's load balancer; `excluded` (may be NULL) lists
+ * endpoints not to use (already tried). Returns NULL when none is eligible. r1 and r2 are
+ * random numbers, passed in so tests choose them. */
+weir_endpoint_t *weir_cluster_pick(weir_cluster_t *c, const weir_endpoint_t *const *excluded,
+                                   size_t n_excluded, uint32_t r1, uint32_t r2);
+
+#endif

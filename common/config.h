@@ -1,0 +1,312 @@
+/* common/config.h: Istio resources parsed from YAML into typed, validated structures.
+ *
+ * weir_config_load() reads every `-c` path (a file, or a directory whose *.yaml / *.yml files
+ * are read in name order), every document of each, and keeps the kinds weir knows:
+ *   networking.istio.io/{v1alpha3,v1beta1,v1}: Gateway, VirtualService, DestinationRule,
+ *                                              ServiceEntry, WorkloadEntry
+ * Other Kubernetes objects (Pod, Service, Deployment, ConfigMap ...) are skipped quietly.
+ * Unknown fields are warnings with their place; invalid values and dangling references
+ * (a subset no DestinationRule defines, a gateway no Gateway names) are errors. Istio fields
+ * that weir parses but does not act on yet are warnings too, so config never silently does
+ * nothing.
+ *
+ * Semantics follow Istio (shared/reference/istio-semantics.md): short hosts resolve in the
+ * resource's namespace (`web-service` in `default` -> web-service.default.svc.cluster.local),
+ * a VirtualService without `gateways` applies to `mesh`, regexes are full-match and compiled
+ * once here.
+ *
+ * Ownership: a weir_config_t owns every structure and string reachable from it, and the
+ * compiled regexes. It is immutable after load; the snapshot that compiles it keeps it alive. */
+#ifndef WEIR_CONFIG_H
+#define WEIR_CONFIG_H
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/diag.h"
+
+/* Where a resource or field was written, for diagnostics and /config_dump. */
+typedef struct {
+    const char *file; /* owned by the config */
+    unsigned line, col;
+} weir_place_t;
+
+typedef struct {
+    char *key, *value;
+} weir_label_t;
+
+/* A label map in the order written. */
+typedef struct {
+    weir_label_t *items;
+    size_t count;
+} weir_labels_t;
+
+/* True when every key=value of `selector` is present in `labels` (an empty selector matches). */
+bool weir_labels_match(const weir_labels_t *selector, const weir_labels_t *labels);
+/* The value of `key`, or NULL. */
+const char *weir_labels_get(const weir_labels_t *labels, const char *key);
+
+/* Istio StringMatch: oneof exact | prefix | regex. NONE means "not given". */
+typedef enum {
+    WEIR_MATCH_NONE,
+    WEIR_MATCH_EXACT,
+    WEIR_MATCH_PREFIX,
+    WEIR_MATCH_REGEX
+} weir_match_kind_t;
+
+typedef struct {
+    weir_match_kind_t kind;
+    char *value;     /* exact text, prefix, or the regex source */
+    size_t value_len;
+    pcre2_code *re;  /* REGEX only: compiled with PCRE2_ANCHORED | PCRE2_ENDANCHORED (RE2 full match) */
+} weir_string_match_t;
+
+/* headers / withoutHeaders / queryParams entry. `name` is as written (headers must be lower
+ * case, which validation enforces). match.kind NONE means presence only (`{}`). */
+typedef struct {
+    char *name;
+    weir_string_match_t match;
+} weir_kv_match_t;
+
+/* One entry of HTTPRoute.match[] (fields AND together; entries OR together). */
+typedef struct {
+    char *name;                   /* may be NULL */
+    weir_string_match_t uri, scheme, method, authority;
+    bool ignore_uri_case;         /* applies to uri exact/prefix */
+    weir_kv_match_t *headers;
+    size_t n_headers;
+    weir_kv_match_t *without_headers;
+    size_t n_without_headers;
+    weir_kv_match_t *query_params;
+    size_t n_query_params;
+    uint32_t port;                /* 0: any */
+    char **gateways;              /* match-level gateways (normalised as below), NULL: inherit */
+    size_t n_gateways;
+    weir_place_t place;
+} weir_http_match_t;
+
+typedef struct {
+    char *host;   /* resolved FQDN (short names in the VirtualService's namespace) */
+    char *subset; /* NULL: the whole service */
+    uint32_t port; /* 0: not given */
+} weir_destination_t;
+
+typedef struct {
+    weir_destination_t destination;
+    int32_t weight; /* as written; 0 when omitted */
+    bool weight_set;
+    weir_place_t place;
+} weir_route_destination_t;
+
+typedef struct {
+    char *uri;       /* NULL: not rewritten */
+    char *authority; /* NULL: not rewritten */
+} weir_rewrite_t;
+
+typedef enum {
+    WEIR_DERIVE_PORT_NONE,
+    WEIR_DERIVE_PORT_FROM_PROTOCOL_DEFAULT,
+    WEIR_DERIVE_PORT_FROM_REQUEST_PORT
+} weir_derive_port_t;
+
+typedef struct {
+    char *uri;       /* replaces the whole path; NULL: keep */
+    char *authority; /* NULL: keep */
+    char *scheme;    /* NULL: keep */
+    uint32_t port;   /* 0: not given */
+    weir_derive_port_t derive_port;
+    int redirect_code; /* 301 when not given */
+} weir_redirect_t;
+
+typedef struct {
+    int status;
+    char *body; /* NULL: no body; body.bytes (base64) is decoded here */
+    size_t body_len;
+} weir_direct_response_t;
+
+typedef enum {
+    WEIR_ACTION_ROUTE,
+    WEIR_ACTION_REDIRECT,
+    WEIR_ACTION_DIRECT_RESPONSE
+} weir_action_kind_t;
+
+/* One element of VirtualService.http[]. */
+typedef struct {
+    char *name; /* may be NULL */
+    weir_http_match_t *matches; /* empty: catch-all */
+    size_t n_matches;
+    weir_action_kind_t action;
+    weir_route_destination_t *route; /* ROUTE: at least one */
+    size_t n_route;
+    bool has_rewrite;
+    weir_rewrite_t rewrite;
+    weir_redirect_t redirect;        /* REDIRECT */
+    weir_direct_response_t direct;   /* DIRECT_RESPONSE */
+    weir_place_t place;
+} weir_http_route_t;
+
+typedef struct {
+    char *name, *namespace;
+    char **hosts;   /* as written, except short names resolved to FQDN; "*" and "*.x" kept */
+    size_t n_hosts;
+    /* "<ns>/<name>" for gateways (a bare name is qualified with the VS namespace), or the
+     * reserved "mesh". Omitted in YAML: exactly {"mesh"}. */
+    char **gateways;
+    size_t n_gateways;
+    weir_http_route_t *http;
+    size_t n_http;
+    weir_place_t place;
+} weir_virtual_service_t;
+
+typedef enum {
+    WEIR_TLS_MODE_PASSTHROUGH, /* Istio's default (enum value 0) */
+    WEIR_TLS_MODE_SIMPLE,
+    WEIR_TLS_MODE_MUTUAL,
+    WEIR_TLS_MODE_AUTO_PASSTHROUGH,
+    WEIR_TLS_MODE_ISTIO_MUTUAL,
+    WEIR_TLS_MODE_OPTIONAL_MUTUAL
+} weir_server_tls_mode_t;
+
+typedef struct {
+    uint32_t port;
+    char *port_name;
+    char *protocol;  /* upper-cased: HTTP, HTTPS, HTTP2, GRPC, TCP, TLS ... */
+    char **hosts;    /* the dnsName part, "namespace/" prefix stripped */
+    size_t n_hosts;
+    char *bind;      /* NULL: all addresses */
+    char *name;
+    bool has_tls;
+    bool https_redirect;
+    weir_server_tls_mode_t tls_mode;
+    char *credential_name;
+    weir_place_t place;
+} weir_gateway_server_t;
+
+typedef struct {
+    char *name, *namespace;
+    char *qualified_name; /* "<ns>/<name>", what VirtualService.gateways refers to */
+    bool has_selector;    /* false: applies to every gateway workload */
+    weir_labels_t selector;
+    weir_gateway_server_t *servers;
+    size_t n_servers;
+    weir_place_t place;
+} weir_gateway_t;
+
+typedef enum {
+    WEIR_LB_LEAST_REQUEST, /* Istio's default (UNSPECIFIED), and LEAST_CONN */
+    WEIR_LB_ROUND_ROBIN,
+    WEIR_LB_RANDOM,
+    WEIR_LB_PASSTHROUGH
+} weir_lb_policy_t;
+
+typedef struct {
+    bool has_lb;
+    weir_lb_policy_t lb;
+} weir_traffic_policy_t;
+
+typedef struct {
+    char *name;
+    weir_labels_t labels;
+    weir_traffic_policy_t policy; /* merged per block with the top level at load */
+    weir_place_t place;
+} weir_subset_t;
+
+typedef struct {
+    char *name, *namespace;
+    char *host; /* resolved FQDN */
+    weir_traffic_policy_t policy;
+    weir_subset_t *subsets;
+    size_t n_subsets;
+    weir_place_t place;
+} weir_destination_rule_t;
+
+typedef struct {
+    uint32_t number;
+    char *name;
+    char *protocol;
+    uint32_t target_port; /* number when not given */
+} weir_service_port_t;
+
+typedef enum { WEIR_LOCATION_MESH_EXTERNAL, WEIR_LOCATION_MESH_INTERNAL } weir_location_t;
+typedef enum {
+    WEIR_RESOLUTION_NONE,
+    WEIR_RESOLUTION_STATIC,
+    WEIR_RESOLUTION_DNS,
+    WEIR_RESOLUTION_DNS_ROUND_ROBIN
+} weir_resolution_t;
+
+/* A named port map entry of a WorkloadEntry: service port name -> endpoint port. */
+typedef struct {
+    char *name;
+    uint32_t number;
+} weir_port_map_t;
+
+typedef struct {
+    char *name, *namespace; /* inline ServiceEntry endpoints have name NULL */
+    char *address;          /* IP literal for STATIC */
+    weir_port_map_t *ports;
+    size_t n_ports;
+    weir_labels_t labels;
+    char *service_account;  /* NULL: "default" */
+    weir_place_t place;
+} weir_workload_entry_t;
+
+typedef struct {
+    char *name, *namespace;
+    char **hosts; /* resolved FQDNs */
+    size_t n_hosts;
+    char **addresses;
+    size_t n_addresses;
+    weir_service_port_t *ports;
+    size_t n_ports;
+    weir_location_t location;     /* default MESH_EXTERNAL, as Istio */
+    weir_resolution_t resolution; /* default NONE, as Istio */
+    bool has_workload_selector;
+    weir_labels_t workload_selector;
+    weir_workload_entry_t *endpoints; /* inline endpoints[] */
+    size_t n_endpoints;
+    weir_place_t place;
+} weir_service_entry_t;
+
+typedef struct weir_config {
+    weir_gateway_t *gateways;
+    size_t n_gateways;
+    weir_virtual_service_t *virtual_services;
+    size_t n_virtual_services;
+    weir_destination_rule_t *destination_rules;
+    size_t n_destination_rules;
+    weir_service_entry_t *service_entries;
+    size_t n_service_entries;
+    weir_workload_entry_t *workload_entries;
+    size_t n_workload_entries;
+    char **files; /* every file read, in order; the strings places point to */
+    size_t n_files;
+} weir_config_t;
+
+/* Loads and validates every path. Returns the config, or NULL when any error was found
+ * (then diags holds at least one error). Warnings alone do not fail the load. Resources are
+ * kept in the order read (files sorted by name within a directory), which is the order of
+ * precedence Istio gives to creation time. */
+weir_config_t *weir_config_load(const char *const *paths, size_t n_paths, weir_diags_t *diags);
+/* Same, from YAML text in memory (tests); `name` stands for the file name. */
+weir_config_t *weir_config_load_string(const char *name, const char *text, weir_diags_t *diags);
+void weir_config_free(weir_config_t *cfg);
+
+/* Istio's short-name resolution: a host without a dot becomes "<host>.<ns>.svc.cluster.local";
+ * anything else (FQDN, "*", "*.x", IP) is returned unchanged. Returns a new string. */
+char *weir_config_resolve_host(const char *host, const char *ns);
+
+/* The DestinationRule for an FQDN (exact host match, first in load order), or NULL. */
+const weir_destination_rule_t *weir_config_find_destination_rule(const weir_config_t *cfg,
+                                                                 const char *host_fqdn);
+/* The subset of that name, or NULL. */
+const weir_subset_t *weir_destination_rule_subset(const weir_destination_rule_t *dr,
+                                                  const char *name);
+/* The ServiceEntry that lists an FQDN among its hosts (first in load order), or NULL. */
+const weir_service_entry_t *weir_config_find_service(const weir_config_t *cfg,
+                                                     const char *host_fqdn);
+
+#endif
