@@ -32,6 +32,7 @@ typedef struct weir_endpoint {
     const char *service_account;  /* "default" when the entry names none */
     uint32_t active_requests;     /* in flight now: LEAST_REQUEST reads it */
     uint64_t total_requests;
+    struct weir_upstream_pool *pool; /* set by the snapshot at load; NULL until then */
 } weir_endpoint_t;
 
 typedef struct weir_cluster {

@@ -1,0 +1,34 @@
+/* common/cli.h: the options both roles share (ARCHITECTURE.md section 1), parsed once.
+ * Strings point into argv or are owned by the weir_cli_t (labels). */
+#ifndef WEIR_CLI_H
+#define WEIR_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/config.h"
+#include "common/log.h"
+
+#define WEIR_CLI_MAX_PATHS 64
+
+typedef struct {
+    const char *paths[WEIR_CLI_MAX_PATHS]; /* -c, in order */
+    size_t n_paths;
+    weir_labels_t labels;  /* --labels k=v,k2=v2 */
+    const char *namespace; /* --namespace */
+    const char *access_log; /* --access-log -|PATH|off */
+    weir_access_log_format_t log_format;
+    weir_log_level_t log_level;
+    double request_headers_timeout_s, idle_timeout_s, stream_idle_timeout_s, connect_timeout_s;
+} weir_cli_t;
+
+/* Parses argv[first..argc). `defaults` fill what is not given. Prints the problem and returns
+ * -1 on a bad option; 0 otherwise. */
+int weir_cli_parse(weir_cli_t *cli, int argc, char **argv, int first);
+void weir_cli_free(weir_cli_t *cli);
+
+/* "k=v,k2=v2" -> labels (owned by out). Returns 0 or -1 on a malformed list. */
+int weir_labels_parse(const char *text, weir_labels_t *out);
+void weir_labels_free(weir_labels_t *l);
+
+#endif

@@ -1,0 +1,1294 @@
+/* common/proxy.c: see proxy.h.
+ *
+ * Three objects, one owner each:
+ *  - downstream_t: a client connection. Owns its parser, its pending input and its current
+ *    stream. Freed when both of its handles (tcp, timer) have closed.
+ *  - stream_t: one request/response exchange. Owned by its downstream; holds a snapshot
+ *    reference, so everything it reads stays valid while it lives. Freed by stream_finish().
+ *  - upstream_t: a connection to an endpoint. Owned by the stream using it, or by its pool
+ *    while idle. Freed in its close callback.
+ *
+ * Bytes for the other side are appended to a weir_buf_t while a parser runs and handed to one
+ * uv_write per batch; the write request takes the buffer, so nothing is copied twice. The
+ * parser callbacks never close anything: they set flags, and the read callback that ran the
+ * parser acts on them once the parser has returned. */
+#include "common/proxy.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "common/cluster.h"
+#include "common/http_codec.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/mem.h"
+#include "common/router.h"
+#include "common/snapshot.h"
+#include "common/upstream_pool.h"
+
+#define READ_BUF_SIZE (64 * 1024)
+#define LINGER_MS 2000
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+typedef struct listener {
+    uv_tcp_t tcp;
+    uint32_t port;
+    struct listener *next;
+} listener_t;
+
+typedef struct stream stream_t;
+
+typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADERS, TIMER_STREAM, TIMER_CONNECT, TIMER_NEXT,
+               TIMER_LINGER } timer_mode_t;
+
+typedef struct downstream {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    timer_mode_t timer_mode;
+    int open_handles;
+    uint32_t port;
+    weir_http_parser_t *parser;
+    stream_t *stream;
+    weir_buf_t pending; /* input read but not parsed: a pipelined next request */
+    weir_buf_t out;     /* bytes for the client, written after each parser run */
+    char remote_ip[INET6_ADDRSTRLEN];
+    char remote[INET6_ADDRSTRLEN + 8], local[INET6_ADDRSTRLEN + 8];
+    bool reading, closing, read_eof, lingering;
+    bool close_after_response; /* no keep-alive once the current exchange is done */
+    struct downstream *prev, *next; /* all connections, for shutdown */
+} downstream_t;
+
+typedef struct upstream {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    weir_pool_link_t link;
+    weir_upstream_pool_t *pool;
+    weir_http_parser_t *parser;
+    stream_t *stream; /* NULL while idle in the pool */
+    char local[INET6_ADDRSTRLEN + 8];
+    bool connected, closing, idle, reading, reusable;
+} upstream_t;
+
+struct stream {
+    downstream_t *down;
+    upstream_t *up;
+    weir_snapshot_t *snap;
+    weir_http_head_t *req;
+    const weir_route_t *route;
+    weir_cluster_t *cluster;
+    weir_endpoint_t *endpoint;
+    weir_buf_t up_pending; /* upstream-bound bytes not yet handed to a write */
+    weir_buf_t xff;        /* x-forwarded-for as sent upstream */
+    char request_id[64];
+    const char *flags;
+    const char *details;
+    int status;
+    bool local_reply;   /* answered by weir: request body bytes are read and dropped */
+    bool req_chunked, req_trailers_sent, req_complete;
+    bool resp_started, resp_complete, out_chunked, resp_trailers_sent;
+    bool head_request;
+    uint64_t start_ms, start_us, upstream_start_ms, upstream_time_ms;
+    uint64_t bytes_received, bytes_sent;
+    bool upstream_time_set;
+};
+
+typedef struct {
+    uv_write_t req;
+    weir_buf_t buf;
+} write_req_t;
+
+static weir_proxy_options_t options;
+static listener_t *listeners;
+static downstream_t *all_downstreams;
+static char read_buf[READ_BUF_SIZE]; /* every read is parsed before the next one starts */
+
+static void down_close(downstream_t *d);
+static void down_process(downstream_t *d, const char *data, size_t len);
+static void down_update_reading(downstream_t *d);
+static void up_close(upstream_t *u);
+static void up_update_reading(upstream_t *u);
+static void stream_finish(stream_t *s);
+static void stream_abort(stream_t *s, const char *flag, const char *details);
+static void stream_after_io(stream_t *s);
+
+void weir_proxy_options_default(weir_proxy_options_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->use_remote_address = true;
+    o->request_headers_timeout_ms = 60 * 1000;
+    o->idle_timeout_ms = 3600 * 1000;
+    o->stream_idle_timeout_ms = 300 * 1000;
+    o->connect_timeout_ms = 10 * 1000;
+    o->server_name = "istio-envoy";
+}
+
+void weir_proxy_init(const weir_proxy_options_t *o)
+{
+    options = *o;
+}
+
+/* ------------------------------------------------------------------ writes */
+
+static void down_write_done(uv_write_t *req, int status);
+static void up_write_done(uv_write_t *req, int status);
+
+/* Hands b's bytes to one uv_write; b is left empty (the write owns the memory now). */
+static int write_buf(uv_stream_t *h, weir_buf_t *b, uv_write_cb done)
+{
+    if (b->len == 0)
+        return 0;
+    write_req_t *w = weir_mem_alloc(sizeof(*w));
+    w->buf = *b;
+    *b = (weir_buf_t)WEIR_BUF_INIT;
+    uv_buf_t ub = uv_buf_init(w->buf.base, (unsigned)w->buf.len);
+    w->req.data = h->data;
+    int rc = uv_write(&w->req, h, &ub, 1, done);
+    if (rc < 0) {
+        weir_buf_free(&w->buf);
+        free(w);
+    }
+    return rc;
+}
+
+static size_t queued(uv_tcp_t *t)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)t);
+}
+
+static void down_flush(downstream_t *d)
+{
+    if (d->closing) {
+        weir_buf_reset(&d->out);
+        return;
+    }
+    if (write_buf((uv_stream_t *)&d->tcp, &d->out, down_write_done) < 0)
+        down_close(d);
+}
+
+static void up_flush(stream_t *s)
+{
+    upstream_t *u = s->up;
+    if (u == NULL || !u->connected || u->closing)
+        return;
+    if (write_buf((uv_stream_t *)&u->tcp, &s->up_pending, up_write_done) < 0)
+        up_close(u);
+}
+
+static void set_timer(struct downstream *d, timer_mode_t mode, uint64_t ms);
+
+static void shutdown_done(uv_shutdown_t *req, int status)
+{
+    downstream_t *d = req->handle->data;
+    free(req);
+    if (status == UV_ECANCELED || d->closing)
+        return;
+    if (status < 0 || d->read_eof)
+        down_close(d);
+}
+
+/* Sends FIN once every queued byte is written, then keeps reading (and dropping) for a
+ * moment, so a client still sending its body gets our answer instead of a reset that could
+ * destroy it. A client that already closed its side is closed at once. */
+static void down_linger(downstream_t *d)
+{
+    if (d->closing || d->lingering)
+        return;
+    d->lingering = true;
+    uv_shutdown_t *req = weir_mem_alloc(sizeof(*req));
+    if (uv_shutdown(req, (uv_stream_t *)&d->tcp, shutdown_done) < 0) {
+        free(req);
+        down_close(d);
+        return;
+    }
+    set_timer(d, TIMER_LINGER, LINGER_MS);
+    down_update_reading(d);
+}
+
+/* Frees a finished write; reports whether the handle's owner may be touched. */
+static bool write_finished(uv_write_t *req, int status)
+{
+    write_req_t *w = (write_req_t *)req;
+    weir_buf_free(&w->buf);
+    free(w);
+    return status != UV_ECANCELED;
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+static void sockaddr_to_text(const struct sockaddr_storage *ss, char *ip, size_t ip_len,
+                             char *full, size_t full_len)
+{
+    char tmp[INET6_ADDRSTRLEN] = "-";
+    int port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, tmp, sizeof(tmp));
+        port = ntohs(a->sin_port);
+        snprintf(full, full_len, "%s:%d", tmp, port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, tmp, sizeof(tmp));
+        port = ntohs(a->sin6_port);
+        snprintf(full, full_len, "[%s]:%d", tmp, port);
+    } else {
+        snprintf(full, full_len, "-");
+    }
+    if (ip)
+        snprintf(ip, ip_len, "%s", tmp);
+}
+
+static void append_header(weir_buf_t *b, const char *name, size_t nlen, const char *value,
+                          size_t vlen)
+{
+    weir_buf_append(b, name, nlen);
+    weir_buf_append(b, ": ", 2);
+    weir_buf_append(b, value, vlen);
+    weir_buf_append(b, "\r\n", 2);
+}
+
+static void append_chunk(weir_buf_t *b, const char *data, size_t len)
+{
+    char hdr[24];
+    size_t n = weir_http_chunk_header(hdr, len);
+    weir_buf_append(b, hdr, n);
+    weir_buf_append(b, data, len);
+    weir_buf_append(b, "\r\n", 2);
+}
+
+static void append_trailers(weir_buf_t *b, const weir_http_header_t *t, size_t n)
+{
+    weir_buf_append(b, "0\r\n", 3);
+    for (size_t i = 0; i < n; i++)
+        append_header(b, t[i].name, t[i].name_len, t[i].value, t[i].value_len);
+    weir_buf_append(b, "\r\n", 2);
+}
+
+/* ------------------------------------------------------------------ access log */
+
+static void log_stream(stream_t *s)
+{
+    if (!weir_access_log_enabled())
+        return;
+    const weir_http_head_t *h = s->req;
+    char method[32], proto[16], ua[512], path[2048], authority[512];
+    const weir_http_header_t *uah = weir_http_head_find(h, "user-agent");
+    snprintf(method, sizeof(method), "%.*s", (int)h->method_len, h->method);
+    snprintf(proto, sizeof(proto), "HTTP/%d.%d", h->version_major, h->version_minor);
+    snprintf(path, sizeof(path), "%.*s", (int)h->target_len, h->target);
+    if (uah)
+        snprintf(ua, sizeof(ua), "%.*s", (int)uah->value_len, uah->value);
+    if (h->host_index >= 0)
+        snprintf(authority, sizeof(authority), "%.*s", (int)h->headers[h->host_index].value_len,
+                 h->headers[h->host_index].value);
+    weir_access_log_entry_t e = {
+        .start_us = s->start_us,
+        .method = method,
+        .path = path,
+        .protocol = proto,
+        .response_code = s->status,
+        .response_flags = s->flags ? s->flags : "-",
+        .response_code_details = s->details,
+        .bytes_received = s->bytes_received,
+        .bytes_sent = s->bytes_sent,
+        .duration_ms = weir_now_ms() - s->start_ms,
+        .upstream_service_time_ms = s->upstream_time_set ? (int64_t)s->upstream_time_ms : -1,
+        .x_forwarded_for = s->xff.len ? s->xff.base : NULL,
+        .user_agent = uah ? ua : NULL,
+        .request_id = s->request_id,
+        .authority = h->host_index >= 0 ? authority : NULL,
+        .upstream_host = s->endpoint ? s->endpoint->host_port : NULL,
+        .upstream_cluster = s->cluster ? s->cluster->name : NULL,
+        .upstream_local_address = s->up ? s->up->local : NULL,
+        .downstream_local_address = s->down->local,
+        .downstream_remote_address = s->down->remote,
+        .route_name = s->route ? s->route->name : NULL,
+    };
+    weir_access_log_write(&e);
+}
+
+/* Requests that fail before a head exists (malformed input) are logged too, as Envoy logs
+ * its 400s with flag DPE. */
+static void log_codec_error(downstream_t *d, int status)
+{
+    if (!weir_access_log_enabled())
+        return;
+    weir_access_log_entry_t e = {
+        .start_us = weir_wall_us(),
+        .response_code = status,
+        .response_flags = "DPE",
+        .response_code_details = weir_http_parser_error_reason(d->parser),
+        .upstream_service_time_ms = -1,
+        .downstream_local_address = d->local,
+        .downstream_remote_address = d->remote,
+    };
+    weir_access_log_write(&e);
+}
+
+/* ------------------------------------------------------------------ local replies */
+
+/* Answers the request from weir itself. Never called once the response has started. */
+static void local_reply(stream_t *s, int status, const char *flag, const char *details,
+                        const char *body, size_t body_len, const char *extra_headers)
+{
+    downstream_t *d = s->down;
+    assert(!s->resp_started);
+    s->local_reply = true;
+    s->resp_started = s->resp_complete = true;
+    s->status = status;
+    s->flags = flag;
+    s->details = details;
+    if (!s->req_complete && s->req->has_body && s->req->content_length < 0)
+        d->close_after_response = true; /* an unknown amount may follow: don't wait for it */
+    if (!s->req->keep_alive)
+        d->close_after_response = true;
+    weir_buf_appendf(&d->out, "HTTP/1.1 %d %s\r\ndate: %s\r\nserver: %s\r\n", status,
+                     weir_http_reason_phrase(status), weir_http_date(), options.server_name);
+    if (extra_headers)
+        weir_buf_append_str(&d->out, extra_headers);
+    if (body_len)
+        weir_buf_append_str(&d->out, "content-type: text/plain\r\n");
+    weir_buf_appendf(&d->out, "content-length: %zu\r\n", body_len);
+    if (d->close_after_response)
+        weir_buf_append_str(&d->out, "connection: close\r\n");
+    weir_buf_append(&d->out, "\r\n", 2);
+    if (!s->head_request)
+        weir_buf_append(&d->out, body, body_len);
+    s->bytes_sent = body_len;
+}
+
+static void reply_upstream_failure(stream_t *s, int status, const char *flag, const char *details,
+                                   const char *reason)
+{
+    char body[160];
+    int n = snprintf(body, sizeof(body),
+                     "upstream connect error or disconnect/reset before headers. reset reason: %s",
+                     reason);
+    local_reply(s, status, flag, details, body, (size_t)n, NULL);
+}
+
+/* ------------------------------------------------------------------ upstream */
+
+static void up_close_cb(uv_handle_t *h)
+{
+    upstream_t *u = h->data;
+    weir_http_parser_free(u->parser);
+    weir_upstream_pool_unref(u->pool);
+    free(u);
+}
+
+static void up_close(upstream_t *u)
+{
+    if (u->closing)
+        return;
+    u->closing = true;
+    if (u->idle) {
+        weir_upstream_pool_remove_idle(u->pool, &u->link);
+        u->idle = false;
+    }
+    if (u->stream && u->stream->up == u)
+        u->stream->up = NULL;
+    u->stream = NULL;
+    uv_close((uv_handle_t *)&u->tcp, up_close_cb);
+}
+
+static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h);
+static int up_on_body(weir_http_parser_t *p, const char *data, size_t len);
+static int up_on_trailers(weir_http_parser_t *p, const weir_http_header_t *t, size_t n);
+static int up_on_complete(weir_http_parser_t *p);
+
+static const weir_http_parser_cbs_t up_cbs = {up_on_head, up_on_body, up_on_trailers,
+                                              up_on_complete};
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    *buf = uv_buf_init(read_buf, sizeof(read_buf));
+}
+
+static void up_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
+
+/* Keeps an idle pooled connection readable so a close by the server is noticed at once,
+ * rather than when the next request is written into a dead socket. */
+static void up_release(stream_t *s)
+{
+    upstream_t *u = s->up;
+    if (u == NULL)
+        return;
+    s->up = NULL;
+    u->stream = NULL;
+    if (!u->reusable || u->closing || !s->req_complete) {
+        up_close(u);
+        return;
+    }
+    u->reusable = false;
+    weir_http_parser_resume(u->parser);
+    u->idle = true;
+    weir_upstream_pool_put_idle(u->pool, &u->link);
+    up_update_reading(u);
+}
+
+static void up_update_reading(upstream_t *u)
+{
+    if (u->closing || !u->connected)
+        return;
+    bool want = u->idle;
+    if (u->stream) {
+        stream_t *s = u->stream;
+        want = !s->resp_complete && queued(&s->down->tcp) < WEIR_PROXY_HIGH_WATERMARK;
+        if (u->reading && queued(&s->down->tcp) >= WEIR_PROXY_HIGH_WATERMARK)
+            want = false;
+        else if (!u->reading && queued(&s->down->tcp) > WEIR_PROXY_LOW_WATERMARK)
+            want = false;
+    }
+    if (want && !u->reading) {
+        if (uv_read_start((uv_stream_t *)&u->tcp, alloc_cb, up_read_cb) == 0)
+            u->reading = true;
+    } else if (!want && u->reading) {
+        uv_read_stop((uv_stream_t *)&u->tcp);
+        u->reading = false;
+    }
+}
+
+static void up_connect_cb(uv_connect_t *req, int status)
+{
+    upstream_t *u = req->data;
+    if (status == UV_ECANCELED || u->closing)
+        return;
+    stream_t *s = u->stream;
+    if (status < 0) {
+        weir_log_debug("connect to %s failed: %s", weir_upstream_pool_name(u->pool),
+                       uv_strerror(status));
+        up_close(u);
+        if (s && !s->resp_started)
+            reply_upstream_failure(s, 503, "UF", "upstream_reset_before_response_started{connection_failure}",
+                                   "connection failure");
+        else if (s)
+            stream_abort(s, "UF", "upstream_reset_after_response_started");
+        if (s)
+            stream_after_io(s);
+        return;
+    }
+    u->connected = true;
+    uv_tcp_nodelay(&u->tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getsockname(&u->tcp, (struct sockaddr *)&ss, &len) == 0)
+        sockaddr_to_text(&ss, NULL, 0, u->local, sizeof(u->local));
+    if (s)
+        set_timer(s->down, TIMER_STREAM, options.stream_idle_timeout_ms);
+    up_update_reading(u);
+    if (s) {
+        up_flush(s);
+        stream_after_io(s);
+    }
+}
+
+/* Leases an idle connection to the endpoint or opens one. */
+static void up_attach(stream_t *s, weir_endpoint_t *ep)
+{
+    weir_pool_link_t *l = weir_upstream_pool_take_idle(ep->pool);
+    upstream_t *u;
+    if (l) {
+        u = container_of(l, upstream_t, link);
+        u->idle = false;
+    } else {
+        u = weir_mem_calloc(1, sizeof(*u));
+        u->pool = weir_upstream_pool_ref(ep->pool);
+        u->parser = weir_http_parser_new(WEIR_HTTP_RESPONSE, &up_cbs, u);
+        uv_tcp_init(weir_loop(), &u->tcp);
+        u->tcp.data = u;
+        u->connect_req.data = u;
+        socklen_t alen;
+        const struct sockaddr *addr = weir_upstream_pool_addr(ep->pool, &alen);
+        int rc = uv_tcp_connect(&u->connect_req, &u->tcp, addr, up_connect_cb);
+        if (rc < 0) {
+            up_close(u);
+            reply_upstream_failure(s, 503, "UF",
+                                   "upstream_reset_before_response_started{connection_failure}",
+                                   "connection failure");
+            return;
+        }
+        set_timer(s->down, TIMER_CONNECT, options.connect_timeout_ms);
+    }
+    u->stream = s;
+    s->up = u;
+    s->upstream_start_ms = weir_now_ms();
+    weir_http_parser_expect_head_response(u->parser, s->head_request);
+    up_update_reading(u);
+}
+
+static void up_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+{
+    upstream_t *u = h->data;
+    if (nread == 0)
+        return;
+    if (u->idle) {
+        /* data or EOF on an idle connection: the server closed or misbehaves; drop it */
+        up_close(u);
+        return;
+    }
+    stream_t *s = u->stream;
+    if (s == NULL) {
+        up_close(u);
+        return;
+    }
+    if (nread < 0) {
+        weir_http_result_t r = weir_http_parser_finish(u->parser);
+        u->reusable = false;
+        if (!s->resp_complete) {
+            if (!s->resp_started)
+                reply_upstream_failure(s, 503, "UC",
+                                       "upstream_reset_before_response_started{connection_termination}",
+                                       "connection termination");
+            else
+                stream_abort(s, "UC", "upstream_reset_after_response_started");
+        }
+        (void)r;
+        up_close(u);
+        stream_after_io(s);
+        return;
+    }
+    set_timer(s->down, TIMER_STREAM, options.stream_idle_timeout_ms);
+    size_t used = 0;
+    weir_http_result_t r = weir_http_parser_execute(u->parser, buf->base, (size_t)nread, &used);
+    if (r == WEIR_HTTP_ERROR) {
+        weir_log_debug("bad response from %s: %s", weir_upstream_pool_name(u->pool),
+                       weir_http_parser_error_reason(u->parser));
+        u->reusable = false;
+        if (!s->resp_started)
+            reply_upstream_failure(s, 502, "UPE", "upstream_reset_before_response_started{protocol_error}",
+                                   "protocol error");
+        else
+            stream_abort(s, "UPE", "upstream_reset_after_response_started{protocol_error}");
+        up_close(u);
+    } else if (r == WEIR_HTTP_PAUSED && used != (size_t)nread) {
+        u->reusable = false; /* bytes after the response: never reuse this connection */
+    }
+    stream_after_io(s);
+}
+
+static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
+{
+    upstream_t *u = weir_http_parser_data(p);
+    stream_t *s = u->stream;
+    downstream_t *d = s->down;
+    if (s->resp_started) /* answered locally already (cannot happen with one attempt) */
+        return -1;
+    s->resp_started = true;
+    s->status = h->status;
+    s->details = "via_upstream";
+    s->upstream_time_ms = weir_now_ms() - s->upstream_start_ms;
+    s->upstream_time_set = true;
+    weir_buf_t *o = &d->out;
+    weir_buf_appendf(o, "HTTP/1.1 %d ", h->status);
+    if (h->reason_len)
+        weir_buf_append(o, h->reason, h->reason_len);
+    else
+        weir_buf_append_str(o, weir_http_reason_phrase(h->status));
+    weir_buf_append(o, "\r\n", 2);
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const weir_http_header_t *f = &h->headers[i];
+        if (weir_http_is_hop_by_hop(h, f->name, f->name_len) ||
+            weir_http_name_is(f->name, f->name_len, "server") ||
+            weir_http_name_is(f->name, f->name_len, "x-envoy-upstream-service-time"))
+            continue;
+        append_header(o, f->name, f->name_len, f->value, f->value_len);
+    }
+    weir_buf_appendf(o, "server: %s\r\nx-envoy-upstream-service-time: %llu\r\n",
+                     options.server_name, (unsigned long long)s->upstream_time_ms);
+    bool client_11 = s->req->version_major == 1 && s->req->version_minor >= 1;
+    if (h->has_body && !s->head_request) {
+        if (h->chunked) {
+            s->out_chunked = true;
+        } else if (h->content_length < 0) {
+            /* read to EOF upstream: re-frame as chunked for 1.1 clients so keep-alive
+             * survives; a 1.0 client learns the end from our close */
+            if (client_11)
+                s->out_chunked = true;
+            else
+                d->close_after_response = true;
+        }
+    } else if (h->chunked && s->head_request) {
+        /* HEAD: the headers describe the GET's framing; pass it through unchanged */
+        weir_buf_append_str(o, "transfer-encoding: chunked\r\n");
+    }
+    if (s->out_chunked)
+        weir_buf_append_str(o, "transfer-encoding: chunked\r\n");
+    if (!s->req->keep_alive || (!s->req_complete && s->req->has_body))
+        d->close_after_response = true;
+    if (d->close_after_response)
+        weir_buf_append_str(o, "connection: close\r\n");
+    else if (!client_11)
+        weir_buf_append_str(o, "connection: keep-alive\r\n");
+    weir_buf_append(o, "\r\n", 2);
+    u->reusable = h->keep_alive;
+    return 0;
+}
+
+static int up_on_body(weir_http_parser_t *p, const char *data, size_t len)
+{
+    upstream_t *u = weir_http_parser_data(p);
+    stream_t *s = u->stream;
+    s->bytes_sent += len;
+    if (s->out_chunked)
+        append_chunk(&s->down->out, data, len);
+    else
+        weir_buf_append(&s->down->out, data, len);
+    return 0;
+}
+
+static int up_on_trailers(weir_http_parser_t *p, const weir_http_header_t *t, size_t n)
+{
+    upstream_t *u = weir_http_parser_data(p);
+    stream_t *s = u->stream;
+    if (s->out_chunked) {
+        append_trailers(&s->down->out, t, n);
+        s->resp_trailers_sent = true;
+    }
+    return 0;
+}
+
+static int up_on_complete(weir_http_parser_t *p)
+{
+    upstream_t *u = weir_http_parser_data(p);
+    stream_t *s = u->stream;
+    if (s->out_chunked && !s->resp_trailers_sent)
+        weir_buf_append(&s->down->out, "0\r\n\r\n", 5);
+    s->resp_complete = true;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ streams */
+
+static void stream_free(stream_t *s)
+{
+    if (s->endpoint)
+        s->endpoint->active_requests--;
+    weir_snapshot_unref(s->snap);
+    weir_buf_free(&s->up_pending);
+    weir_buf_free(&s->xff);
+    free(s);
+}
+
+/* Ends the exchange: log, release the upstream, and make the connection ready for the next
+ * request (or close it). */
+static void stream_finish(stream_t *s)
+{
+    downstream_t *d = s->down;
+    log_stream(s);
+    if (s->up)
+        up_release(s);
+    d->stream = NULL;
+    stream_free(s);
+    if (d->close_after_response || d->read_eof) {
+        down_flush(d);
+        down_linger(d);
+        return;
+    }
+    weir_http_parser_resume(d->parser);
+    if (d->pending.len)
+        set_timer(d, TIMER_NEXT, 0); /* parse the pipelined request outside this callback */
+    else
+        set_timer(d, TIMER_IDLE, options.idle_timeout_ms);
+    down_update_reading(d);
+}
+
+/* Ends the exchange abnormally after the response started: the client connection is reset
+ * rather than given a truncated message that looks complete. */
+static void stream_abort(stream_t *s, const char *flag, const char *details)
+{
+    downstream_t *d = s->down;
+    if (s->flags == NULL || strcmp(s->flags, "-") == 0)
+        s->flags = flag;
+    s->details = details;
+    log_stream(s);
+    if (s->up)
+        up_close(s->up);
+    d->stream = NULL;
+    stream_free(s);
+    down_close(d);
+}
+
+/* Runs after any I/O touched the stream: writes what is queued and finishes the exchange
+ * when both directions are done. May free s. */
+static void stream_after_io(stream_t *s)
+{
+    downstream_t *d = s->down;
+    if (d->stream != s) /* aborted meanwhile */
+        return;
+    up_flush(s);
+    down_flush(d);
+    if (d->closing)
+        return;
+    if (s->req_complete && s->resp_complete) {
+        stream_finish(s);
+        return;
+    }
+    if (s->up)
+        up_update_reading(s->up);
+    down_update_reading(d);
+}
+
+/* ------------------------------------------------------------------ downstream requests */
+
+static bool path_is_origin_form(const weir_http_head_t *h)
+{
+    return h->target_len > 0 && h->target[0] == '/';
+}
+
+/* Writes the request head for the upstream into s->up_pending. */
+static void build_upstream_head(stream_t *s, const weir_route_t *route)
+{
+    const weir_http_head_t *h = s->req;
+    weir_buf_t *o = &s->up_pending;
+    weir_buf_t path = WEIR_BUF_INIT;
+    bool rewritten = weir_route_rewrite_path(route, h->target, h->target_len, &path);
+    weir_buf_append(o, h->method, h->method_len);
+    weir_buf_append(o, " ", 1);
+    if (rewritten)
+        weir_buf_append(o, path.base, path.len);
+    else
+        weir_buf_append(o, h->target, h->target_len);
+    weir_buf_append_str(o, " HTTP/1.1\r\n");
+    const char *new_authority = route->rule->has_rewrite ? route->rule->rewrite.authority : NULL;
+    bool host_written = false;
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const weir_http_header_t *f = &h->headers[i];
+        if (weir_http_is_hop_by_hop(h, f->name, f->name_len) ||
+            weir_http_name_is(f->name, f->name_len, "x-forwarded-for") ||
+            weir_http_name_is(f->name, f->name_len, "x-forwarded-proto") ||
+            weir_http_name_is(f->name, f->name_len, "x-request-id") ||
+            weir_http_name_is(f->name, f->name_len, "x-envoy-original-path") ||
+            (weir_http_name_is(f->name, f->name_len, "expect") && h->expect_continue))
+            continue;
+        if ((int)i == h->host_index) {
+            if (new_authority)
+                append_header(o, "host", 4, new_authority, strlen(new_authority));
+            else
+                append_header(o, f->name, f->name_len, f->value, f->value_len);
+            host_written = true;
+            continue;
+        }
+        append_header(o, f->name, f->name_len, f->value, f->value_len);
+    }
+    if (!host_written) { /* HTTP/1.0 without Host: name the service, as Envoy does */
+        const char *host = new_authority ? new_authority : s->cluster->host;
+        append_header(o, "host", 4, host, strlen(host));
+    }
+    if (s->xff.len)
+        append_header(o, "x-forwarded-for", 15, s->xff.base, s->xff.len);
+    weir_buf_append_str(o, "x-forwarded-proto: http\r\n");
+    append_header(o, "x-request-id", 12, s->request_id, strlen(s->request_id));
+    if (rewritten)
+        append_header(o, "x-envoy-original-path", 21, h->target, h->target_len);
+    if (s->req_chunked)
+        weir_buf_append_str(o, "transfer-encoding: chunked\r\n");
+    weir_buf_append(o, "\r\n", 2);
+    weir_buf_free(&path);
+}
+
+static void prepare_request_fields(stream_t *s, downstream_t *d)
+{
+    const weir_http_head_t *h = s->req;
+    const weir_http_header_t *rid = weir_http_head_find(h, "x-request-id");
+    if (rid && rid->value_len > 0 && rid->value_len < sizeof(s->request_id))
+        snprintf(s->request_id, sizeof(s->request_id), "%.*s", (int)rid->value_len, rid->value);
+    else
+        weir_uuid4(s->request_id);
+    /* x-forwarded-for: all values joined, then the client's address when we are the edge */
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const weir_http_header_t *f = &h->headers[i];
+        if (!weir_http_name_is(f->name, f->name_len, "x-forwarded-for"))
+            continue;
+        if (s->xff.len)
+            weir_buf_append(&s->xff, ",", 1);
+        weir_buf_append(&s->xff, f->value, f->value_len);
+    }
+    if (options.use_remote_address) {
+        if (s->xff.len)
+            weir_buf_append(&s->xff, ",", 1);
+        weir_buf_append_str(&s->xff, d->remote_ip);
+    }
+}
+
+static void route_request(stream_t *s)
+{
+    downstream_t *d = s->down;
+    const weir_http_head_t *h = s->req;
+    const weir_listener_spec_t *spec = weir_snapshot_listener(s->snap, d->port);
+    const weir_http_header_t *host = h->host_index >= 0 ? &h->headers[h->host_index] : NULL;
+    weir_route_request_t rr = {
+        .method = h->method,
+        .method_len = h->method_len,
+        .path = h->target,
+        .path_len = h->target_len,
+        .authority = host ? host->value : "",
+        .authority_len = host ? host->value_len : 0,
+        .scheme = "http",
+        .headers = h->headers,
+        .n_headers = h->n_headers,
+    };
+    if (spec == NULL || !path_is_origin_form(h)) {
+        local_reply(s, 404, "NR", "route_not_found", NULL, 0, NULL);
+        return;
+    }
+    if (spec->https_redirect) {
+        weir_buf_t loc = WEIR_BUF_INIT;
+        weir_buf_append_str(&loc, "location: https://");
+        size_t alen = rr.authority_len;
+        const char *colon = memchr(rr.authority, ':', alen);
+        if (colon && rr.authority[0] != '[')
+            alen = (size_t)(colon - rr.authority);
+        weir_buf_append(&loc, rr.authority, alen);
+        weir_buf_append(&loc, rr.path, rr.path_len);
+        weir_buf_append_str(&loc, "\r\n");
+        local_reply(s, 301, "-", "https_redirect", NULL, 0, loc.base);
+        weir_buf_free(&loc);
+        return;
+    }
+    const weir_route_t *route = weir_router_match(spec->routes, &rr);
+    if (route == NULL) {
+        local_reply(s, 404, "NR", "route_not_found", NULL, 0, NULL);
+        return;
+    }
+    s->route = route;
+    const weir_http_route_t *rule = route->rule;
+    if (rule->action == WEIR_ACTION_REDIRECT) {
+        weir_buf_t loc = WEIR_BUF_INIT;
+        weir_buf_append_str(&loc, "location: ");
+        weir_route_redirect_location(route, &rr, d->port, false, &loc);
+        weir_buf_append_str(&loc, "\r\n");
+        local_reply(s, rule->redirect.redirect_code, "-", "direct_response", NULL, 0, loc.base);
+        weir_buf_free(&loc);
+        return;
+    }
+    if (rule->action == WEIR_ACTION_DIRECT_RESPONSE) {
+        local_reply(s, rule->direct.status, "-", "direct_response", rule->direct.body,
+                    rule->direct.body_len, NULL);
+        return;
+    }
+    size_t pick = weir_route_pick(route, weir_random_u32());
+    weir_cluster_t *c = route->clusters[pick];
+    s->cluster = c;
+    if (c == NULL || c->service == NULL) {
+        local_reply(s, 503, "NC", "cluster_not_found", NULL, 0, NULL);
+        return;
+    }
+    weir_endpoint_t *ep = weir_cluster_pick(c, NULL, 0, weir_random_u32(), weir_random_u32());
+    if (ep == NULL) {
+        static const char body[] = "no healthy upstream";
+        local_reply(s, 503, "UH", "no_healthy_upstream", body, sizeof(body) - 1, NULL);
+        return;
+    }
+    s->endpoint = ep;
+    ep->active_requests++;
+    ep->total_requests++;
+    build_upstream_head(s, route);
+    if (h->expect_continue && !s->req_complete)
+        weir_buf_append_str(&d->out, "HTTP/1.1 100 Continue\r\n\r\n");
+    up_attach(s, ep);
+}
+
+static int down_on_head(weir_http_parser_t *p, weir_http_head_t *h)
+{
+    downstream_t *d = weir_http_parser_data(p);
+    stream_t *s = weir_mem_calloc(1, sizeof(*s));
+    s->down = d;
+    s->req = h;
+    s->snap = weir_snapshot_ref(weir_snapshot_current());
+    s->start_ms = weir_now_ms();
+    s->start_us = weir_wall_us();
+    s->flags = "-";
+    s->req_chunked = h->chunked;
+    s->head_request = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
+    s->req_complete = !h->has_body;
+    d->stream = s;
+    set_timer(d, TIMER_STREAM, options.stream_idle_timeout_ms);
+    prepare_request_fields(s, d);
+    route_request(s);
+    return 0;
+}
+
+static int down_on_body(weir_http_parser_t *p, const char *data, size_t len)
+{
+    downstream_t *d = weir_http_parser_data(p);
+    stream_t *s = d->stream;
+    s->bytes_received += len;
+    if (s->local_reply || s->up == NULL)
+        return 0;
+    if (s->req_chunked)
+        append_chunk(&s->up_pending, data, len);
+    else
+        weir_buf_append(&s->up_pending, data, len);
+    return 0;
+}
+
+static int down_on_trailers(weir_http_parser_t *p, const weir_http_header_t *t, size_t n)
+{
+    downstream_t *d = weir_http_parser_data(p);
+    stream_t *s = d->stream;
+    if (s->local_reply || s->up == NULL || !s->req_chunked)
+        return 0;
+    append_trailers(&s->up_pending, t, n);
+    s->req_trailers_sent = true;
+    return 0;
+}
+
+static int down_on_complete(weir_http_parser_t *p)
+{
+    downstream_t *d = weir_http_parser_data(p);
+    stream_t *s = d->stream;
+    if (s->req_chunked && !s->req_trailers_sent && !s->local_reply && s->up)
+        weir_buf_append(&s->up_pending, "0\r\n\r\n", 5);
+    s->req_complete = true;
+    return 0;
+}
+
+static const weir_http_parser_cbs_t down_cbs = {down_on_head, down_on_body, down_on_trailers,
+                                                down_on_complete};
+
+/* ------------------------------------------------------------------ downstream connection */
+
+static void down_handle_closed(uv_handle_t *h)
+{
+    downstream_t *d = h->data;
+    if (--d->open_handles > 0)
+        return;
+    weir_http_parser_free(d->parser);
+    weir_buf_free(&d->pending);
+    weir_buf_free(&d->out);
+    free(d);
+}
+
+static void down_close(downstream_t *d)
+{
+    if (d->closing)
+        return;
+    d->closing = true;
+    if (d->stream) {
+        stream_t *s = d->stream;
+        if (!s->resp_complete || !s->req_complete) {
+            if (strcmp(s->flags, "-") == 0)
+                s->flags = "DC";
+            if (s->details == NULL)
+                s->details = "downstream_remote_disconnect";
+        }
+        log_stream(s);
+        if (s->up)
+            up_close(s->up);
+        d->stream = NULL;
+        stream_free(s);
+    }
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        all_downstreams = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    uv_close((uv_handle_t *)&d->tcp, down_handle_closed);
+    uv_close((uv_handle_t *)&d->timer, down_handle_closed);
+}
+
+static void down_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
+
+static void down_update_reading(downstream_t *d)
+{
+    if (d->closing || d->read_eof)
+        return;
+    bool want = true;
+    stream_t *s = d->stream;
+    if (d->lingering) {
+        want = true;
+    } else if (s == NULL) {
+        want = d->pending.len == 0; /* a queued pipelined request is parsed first */
+    } else if (s->req_complete) {
+        want = false; /* pipelined bytes wait in the kernel until this exchange is done */
+    } else if (!s->local_reply && s->up) {
+        size_t backlog = s->up_pending.len + (s->up->connected ? queued(&s->up->tcp) : 0);
+        want = d->reading ? backlog < WEIR_PROXY_HIGH_WATERMARK
+                          : backlog <= WEIR_PROXY_LOW_WATERMARK;
+    }
+    if (want && !d->reading) {
+        if (uv_read_start((uv_stream_t *)&d->tcp, alloc_cb, down_read_cb) == 0)
+            d->reading = true;
+    } else if (!want && d->reading) {
+        uv_read_stop((uv_stream_t *)&d->tcp);
+        d->reading = false;
+    }
+}
+
+static void reply_codec_error(downstream_t *d)
+{
+    int status = weir_http_parser_error_status(d->parser);
+    weir_log_debug("%s: malformed request: %s", d->remote, weir_http_parser_error_reason(d->parser));
+    stream_t *s = d->stream;
+    if (s && s->resp_started) {
+        stream_abort(s, "DPE", "http1.codec_error");
+        return;
+    }
+    if (s) {
+        if (s->up)
+            up_close(s->up);
+        s->status = status;
+        s->flags = "DPE";
+        s->details = "http1.codec_error";
+        log_stream(s);
+        d->stream = NULL;
+        stream_free(s);
+    } else {
+        log_codec_error(d, status);
+    }
+    weir_buf_appendf(&d->out,
+                     "HTTP/1.1 %d %s\r\ncontent-length: 0\r\nconnection: close\r\ndate: %s\r\n"
+                     "server: %s\r\n\r\n",
+                     status, weir_http_reason_phrase(status), weir_http_date(),
+                     options.server_name);
+    down_flush(d);
+    d->close_after_response = true;
+    down_linger(d);
+}
+
+static void down_process(downstream_t *d, const char *data, size_t len)
+{
+    while (len > 0 && !d->closing && !d->lingering) {
+        stream_t *s = d->stream;
+        if (s && s->req_complete) { /* pipelined: keep it for after this exchange */
+            weir_buf_append(&d->pending, data, len);
+            break;
+        }
+        size_t used = 0;
+        weir_http_result_t r = weir_http_parser_execute(d->parser, data, len, &used);
+        data += used;
+        len -= used;
+        if (r == WEIR_HTTP_ERROR) {
+            reply_codec_error(d);
+            return;
+        }
+        if (r == WEIR_HTTP_ABORTED)
+            return;
+        if (r == WEIR_HTTP_NEED_MORE)
+            break;
+        /* PAUSED: a request completed; anything left is the next one */
+        if (len)
+            weir_buf_append(&d->pending, data, len);
+        break;
+    }
+    if (d->closing)
+        return;
+    if (d->stream)
+        stream_after_io(d->stream);
+    else
+        down_flush(d);
+    if (!d->closing)
+        down_update_reading(d);
+}
+
+static void down_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+{
+    downstream_t *d = h->data;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        d->read_eof = true;
+        if (d->reading) {
+            uv_read_stop(h);
+            d->reading = false;
+        }
+        stream_t *s = d->stream;
+        if (d->lingering || s == NULL || !s->req_complete) {
+            down_close(d);
+            return;
+        }
+        d->close_after_response = true; /* half-closed after a full request: answer, then close */
+        return;
+    }
+    if (d->lingering)
+        return; /* dropping whatever the client still sends */
+    if (d->stream == NULL && d->timer_mode == TIMER_IDLE)
+        set_timer(d, TIMER_HEADERS, options.request_headers_timeout_ms);
+    else if (d->stream && d->timer_mode == TIMER_STREAM)
+        set_timer(d, TIMER_STREAM, options.stream_idle_timeout_ms);
+    down_process(d, buf->base, (size_t)nread);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    downstream_t *d = t->data;
+    timer_mode_t mode = d->timer_mode;
+    d->timer_mode = TIMER_NONE;
+    stream_t *s = d->stream;
+    switch (mode) {
+    case TIMER_NEXT: {
+        /* parse the pipelined request saved in pending */
+        weir_buf_t pending = d->pending;
+        d->pending = (weir_buf_t)WEIR_BUF_INIT;
+        set_timer(d, TIMER_HEADERS, options.request_headers_timeout_ms);
+        down_process(d, pending.base, pending.len);
+        weir_buf_free(&pending);
+        return;
+    }
+    case TIMER_HEADERS:
+        if (s == NULL) {
+            weir_buf_appendf(&d->out,
+                             "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n"
+                             "connection: close\r\n\r\n");
+            log_codec_error(d, 408);
+            down_flush(d);
+            d->close_after_response = true;
+            down_linger(d);
+        }
+        return;
+    case TIMER_CONNECT:
+        if (s && s->up && !s->up->connected) {
+            up_close(s->up);
+            reply_upstream_failure(s, 503, "UF",
+                                   "upstream_reset_before_response_started{connection_timeout}",
+                                   "connection timeout");
+            stream_after_io(s);
+        }
+        return;
+    case TIMER_STREAM:
+        if (s && !s->resp_started) {
+            static const char body[] = "stream timeout";
+            if (s->up)
+                up_close(s->up);
+            local_reply(s, 408, "SI", "stream_idle_timeout", body, sizeof(body) - 1, NULL);
+            d->close_after_response = true;
+            s->req_complete = true;
+            stream_after_io(s);
+        } else if (s) {
+            stream_abort(s, "SI", "stream_idle_timeout");
+        }
+        return;
+    case TIMER_IDLE:
+    case TIMER_LINGER:
+        down_close(d);
+        return;
+    case TIMER_NONE:
+        return;
+    }
+}
+
+static void set_timer(downstream_t *d, timer_mode_t mode, uint64_t ms)
+{
+    if (d->closing)
+        return;
+    d->timer_mode = mode;
+    if (ms == 0 && mode != TIMER_NEXT) {
+        uv_timer_stop(&d->timer);
+        return;
+    }
+    uv_timer_start(&d->timer, timer_cb, ms, 0);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    listener_t *l = server->data;
+    if (status < 0)
+        return;
+    downstream_t *d = weir_mem_calloc(1, sizeof(*d));
+    uv_tcp_init(weir_loop(), &d->tcp);
+    uv_timer_init(weir_loop(), &d->timer);
+    d->tcp.data = d;
+    d->timer.data = d;
+    d->open_handles = 2;
+    d->port = l->port;
+    d->parser = weir_http_parser_new(WEIR_HTTP_REQUEST, &down_cbs, d);
+    d->next = all_downstreams;
+    if (all_downstreams)
+        all_downstreams->prev = d;
+    all_downstreams = d;
+    if (uv_accept(server, (uv_stream_t *)&d->tcp) < 0) {
+        down_close(d);
+        return;
+    }
+    uv_tcp_nodelay(&d->tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&d->tcp, (struct sockaddr *)&ss, &len) == 0)
+        sockaddr_to_text(&ss, d->remote_ip, sizeof(d->remote_ip), d->remote, sizeof(d->remote));
+    len = sizeof(ss);
+    if (uv_tcp_getsockname(&d->tcp, (struct sockaddr *)&ss, &len) == 0)
+        sockaddr_to_text(&ss, NULL, 0, d->local, sizeof(d->local));
+    set_timer(d, TIMER_IDLE, options.idle_timeout_ms);
+    down_update_reading(d);
+}
+
+/* Write completions release backpressure: the side that was paused because this queue was
+ * full may read again. */
+static void down_write_done(uv_write_t *req, int status)
+{
+    downstream_t *d = req->handle->data;
+    if (!write_finished(req, status) || d->closing)
+        return;
+    if (d->stream && d->stream->up)
+        up_update_reading(d->stream->up);
+}
+
+static void up_write_done(uv_write_t *req, int status)
+{
+    upstream_t *u = req->handle->data;
+    if (!write_finished(req, status) || u->closing || u->stream == NULL)
+        return;
+    down_update_reading(u->stream->down);
+}
+
+int weir_proxy_listen(const char *bind, uint32_t port)
+{
+    listener_t *l = weir_mem_calloc(1, sizeof(*l));
+    struct sockaddr_storage ss;
+    int rc;
+    if (strchr(bind, ':'))
+        rc = uv_ip6_addr(bind, (int)port, (struct sockaddr_in6 *)&ss);
+    else
+        rc = uv_ip4_addr(bind, (int)port, (struct sockaddr_in *)&ss);
+    if (rc < 0) {
+        free(l);
+        return rc;
+    }
+    uv_tcp_init(weir_loop(), &l->tcp);
+    l->tcp.data = l;
+    l->port = port;
+    rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)free);
+        return rc;
+    }
+    l->next = listeners;
+    listeners = l;
+    return 0;
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void weir_proxy_close_listeners(void)
+{
+    while (listeners) {
+        listener_t *l = listeners;
+        listeners = l->next;
+        uv_close((uv_handle_t *)&l->tcp, listener_closed);
+    }
+}
+
+void weir_proxy_close_idle(void)
+{
+    downstream_t *d = all_downstreams;
+    while (d) {
+        downstream_t *next = d->next;
+        if (d->stream == NULL)
+            down_close(d);
+        else
+            d->close_after_response = true;
+        d = next;
+    }
+}
