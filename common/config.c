@@ -33,7 +33,7 @@
 #define VEC_GROW(arr, n, cap)                                                                      \
     do {                                                                                           \
         if ((n) == (cap)) {                                                                        \
-            (cap) = (cap) ? (cap) * 2 : 8;                                                         \
+            (cap) = (cap) ? (cap)*2 : 8;                                                           \
             (arr) = weir_mem_realloc((arr), (cap) * sizeof(*(arr)));                               \
         }                                                                                          \
     } while (0)
@@ -304,7 +304,7 @@ static bool int_of(ld_t *ld, const weir_yaml_node_t *v, int64_t min, int64_t max
 static bool bool_of(ld_t *ld, const weir_yaml_node_t *v, bool *out)
 {
     static const char *const yes[] = {"true", "True", "TRUE"}, *const no[] = {"false", "False",
-                                                                               "FALSE"};
+                                                                              "FALSE"};
     for (size_t i = 0; v->type == WEIR_YAML_SCALAR && v->plain && i < 3; i++) {
         if (strcmp(v->scalar, yes[i]) == 0 || strcmp(v->scalar, no[i]) == 0) {
             *out = v->scalar[0] == 't' || v->scalar[0] == 'T';
@@ -361,8 +361,8 @@ static void labels_of(ld_t *ld, const weir_yaml_node_t *v, weir_labels_t *out)
         size_t mark = path_mapkey(ld, v->keys[i]->scalar);
         char *value = str_of(ld, v->items[i]);
         if (value)
-            out->items[out->count++] = (weir_label_t){arena_strdup(ld->c, v->keys[i]->scalar),
-                                                      value};
+            out->items[out->count++] =
+                (weir_label_t){arena_strdup(ld->c, v->keys[i]->scalar), value};
         path_pop(ld, mark);
     }
 }
@@ -398,10 +398,10 @@ static const char *dns_problem(const char *s)
 }
 
 /* `*`, `*.suffix`, a DNS name or an IP. */
-static const char *host_problem(const char *h, bool allow_star)
+static const char *host_problem(const char *h)
 {
     if (strcmp(h, "*") == 0)
-        return allow_star ? NULL : "\"*\" is not allowed";
+        return NULL;
     if (strncmp(h, "*.", 2) == 0)
         return dns_problem(h + 2);
     return is_ip(h) ? NULL : dns_problem(h);
@@ -428,9 +428,23 @@ char *weir_config_resolve_host(const char *host, const char *ns)
     return b.base;
 }
 
-static char *resolve_host(ld_t *ld, const char *host)
+/* A host as Istio writes it, short names resolved in the resource's namespace; NULL after an
+ * error. Only a ServiceEntry may not say "*". */
+static char *host_of(ld_t *ld, const weir_yaml_node_t *v, bool allow_star)
 {
-    char *r = weir_config_resolve_host(host, ld->ns);
+    char *s = str_of(ld, v);
+    if (s == NULL)
+        return NULL;
+    if (!allow_star && strcmp(s, "*") == 0) {
+        err(ld, v, "\"*\" is not allowed; a ServiceEntry names its hosts");
+        return NULL;
+    }
+    const char *why = host_problem(s);
+    if (why) {
+        err(ld, v, "invalid host \"%s\": %s", s, why);
+        return NULL;
+    }
+    char *r = weir_config_resolve_host(s, ld->ns);
     char *a = arena_strdup(ld->c, r);
     free(r);
     return a;
@@ -460,6 +474,7 @@ typedef struct {
     field_fn fn;
 } field_t;
 
+/* clang-format off */
 #define F_FN(n, T, m, f) {n, FT_FN, offsetof(T, m), f}
 #define F_FN0(n, f) {n, FT_FN, 0, f}
 #define F_NODE(n, T, m) {n, FT_NODE, offsetof(T, m), NULL}
@@ -471,6 +486,7 @@ typedef struct {
 #define F_LATER(n) {n, FT_LATER, 0, NULL}
 #define F_QUIET(n) {n, FT_QUIET, 0, NULL}
 #define F_END {NULL, FT_QUIET, 0, NULL}
+/* clang-format on */
 
 static size_t edit_distance(const char *a, const char *b)
 {
@@ -484,7 +500,8 @@ static size_t edit_distance(const char *a, const char *b)
         row[0] = i;
         for (size_t j = 1; j <= lb; j++) {
             size_t up = row[j];
-            size_t sub = diag + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+            size_t sub =
+                diag + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
             size_t best = up + 1 < row[j - 1] + 1 ? up + 1 : row[j - 1] + 1;
             row[j] = sub < best ? sub : best;
             diag = up;
@@ -566,12 +583,9 @@ static bool walk(ld_t *ld, const weir_yaml_node_t *v, const field_t *table, void
             break;
         }
         case FT_HOST: {
-            char *s = str_of(ld, val);
-            const char *why = s ? host_problem(s, true) : NULL;
-            if (why)
-                err(ld, val, "invalid host \"%s\": %s", s, why);
-            else if (s)
-                *(char **)dst = resolve_host(ld, s);
+            char *s = host_of(ld, val, true);
+            if (s)
+                *(char **)dst = s;
             break;
         }
         case FT_BOOL:
@@ -622,22 +636,9 @@ typedef struct {
 static void strlist_item(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *dst)
 {
     strlist_t *l = dst;
-    char *s = str_of(ld, item);
-    if (s == NULL)
-        return;
-    if (l->resolve && !l->allow_star && strcmp(s, "*") == 0) {
-        err(ld, item, "\"*\" is not allowed; a ServiceEntry names its hosts");
-        return;
-    }
-    if (l->resolve) {
-        const char *why = host_problem(s, l->allow_star);
-        if (why) {
-            err(ld, item, "invalid host \"%s\": %s", s, why);
-            return;
-        }
-        s = resolve_host(ld, s);
-    }
-    l->items[l->n++] = s;
+    char *s = l->resolve ? host_of(ld, item, l->allow_star) : str_of(ld, item);
+    if (s)
+        l->items[l->n++] = s;
 }
 
 static strlist_t strlist_of(ld_t *ld, const weir_yaml_node_t *v, bool hosts, bool allow_star)
@@ -731,9 +732,9 @@ static void string_match_of(ld_t *ld, const weir_yaml_node_t *v, weir_string_mat
         int code;
         PCRE2_SIZE offset;
         /* RE2 full match, as Envoy's safe_regex: anchored at both ends. */
-        out->re = pcre2_compile((PCRE2_SPTR)s, out->value_len,
-                                PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF, &code, &offset,
-                                NULL);
+        out->re =
+            pcre2_compile((PCRE2_SPTR)s, out->value_len,
+                          PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF, &code, &offset, NULL);
         if (out->re == NULL) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(code, msg, sizeof(msg));
@@ -773,12 +774,12 @@ static void kv_matches_of(ld_t *ld, const weir_yaml_node_t *v, bool header, weir
 
 /* ---- Gateway -------------------------------------------------------------------------------- */
 
-static const char *const gateway_protocols[] = {"HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2",
-                                                "MONGO", "TCP", "TLS", NULL};
+static const char *const gateway_protocols[] = {"HTTP",  "HTTPS", "GRPC", "GRPC-WEB", "HTTP2",
+                                                "MONGO", "TCP",   "TLS",  NULL};
 /* ServiceEntry ports also name the protocols Istio sniffs or proxies as TCP. */
-static const char *const service_protocols[] = {"HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2",
-                                                "MONGO", "TCP", "TLS", "UDP", "REDIS", "MYSQL",
-                                                NULL};
+static const char *const service_protocols[] = {"HTTP",  "HTTPS", "GRPC",  "GRPC-WEB",
+                                                "HTTP2", "MONGO", "TCP",   "TLS",
+                                                "UDP",   "REDIS", "MYSQL", NULL};
 
 /* Protocols are case-insensitive in Istio (protocol.Parse); kept upper-cased. */
 static char *protocol_of(ld_t *ld, const weir_yaml_node_t *v, const char *const names[])
@@ -826,8 +827,7 @@ static const field_t server_port_fields[] = {
     F_END,
 };
 
-static void server_port(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                        void *dst)
+static void server_port(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     if (!walk(ld, v, server_port_fields, dst))
         return;
@@ -848,13 +848,12 @@ static void server_host(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *
     if (slash) {
         *slash = '\0';
         dns = slash + 1;
-        if (strcmp(h, "*") != 0 && strcmp(h, ".") != 0 && strcmp(h, "~") != 0 &&
-            !k8s_name_ok(h, false)) {
+        if (strcmp(h, "*") != 0 && strcmp(h, ".") != 0 && !k8s_name_ok(h, false)) {
             err(ld, item, "invalid namespace \"%s\" in host \"%s\"", h, item->scalar);
             return;
         }
     }
-    const char *why = host_problem(dns, true);
+    const char *why = host_problem(dns);
     if (why) {
         err(ld, item, "invalid host \"%s\": %s", item->scalar, why);
         return;
@@ -871,8 +870,8 @@ static void server_hosts(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_
     each(ld, v, server_host, s);
 }
 
-static const char *const tls_modes[] = {"PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH",
-                                        "ISTIO_MUTUAL", "OPTIONAL_MUTUAL", NULL};
+static const char *const tls_modes[] = {
+    "PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL", NULL};
 
 static void tls_mode(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
@@ -918,8 +917,7 @@ static const field_t server_tls_fields[] = {
     F_END,
 };
 
-static void server_tls(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                       void *dst)
+static void server_tls(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     server_w *w = dst;
     w->s.has_tls = walk(ld, v, server_tls_fields, w);
@@ -946,9 +944,10 @@ static void gateway_server(ld_t *ld, const weir_yaml_node_t *item, size_t i, voi
     server_w w = {.s.place = place_of(ld, item)};
     if (walk(ld, item, server_fields, &w)) {
         require(ld, item, "port");
-        if (field(item, "hosts") == NULL)
+        const weir_yaml_node_t *hosts = field(item, "hosts");
+        if (hosts == NULL)
             err_field(ld, item, "hosts", "required");
-        else if (w.s.n_hosts == 0 && weir_yaml_map_get(item, "hosts")->count == 0)
+        else if (hosts->type == WEIR_YAML_SEQ && hosts->count == 0)
             err_field(ld, item, "hosts", "must have at least one host");
         /* validation.go validateServer: HTTPS and TLS need tls; a plain-text HTTP port may only
          * carry httpsRedirect; other ports no tls at all. */
@@ -1017,8 +1016,7 @@ static void match_uri(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_nod
     string_match_of(ld, v, dst, SM_EMPTY_PREFIX);
 }
 
-static void match_other(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                        void *dst)
+static void match_other(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     string_match_of(ld, v, dst, 0);
 }
@@ -1030,15 +1028,14 @@ static void match_headers(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml
     kv_matches_of(ld, v, true, &m->headers, &m->n_headers);
 }
 
-static void match_without_headers(ld_t *ld, const weir_yaml_node_t *key,
-                                  const weir_yaml_node_t *v, void *dst)
+static void match_without_headers(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                                  void *dst)
 {
     weir_http_match_t *m = dst;
     kv_matches_of(ld, v, true, &m->without_headers, &m->n_without_headers);
 }
 
-static void match_query(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                        void *dst)
+static void match_query(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     weir_http_match_t *m = dst;
     kv_matches_of(ld, v, false, &m->query_params, &m->n_query_params);
@@ -1151,8 +1148,7 @@ static void rule_route_item(ld_t *ld, const weir_yaml_node_t *item, size_t i, vo
         require(ld, item, "destination");
 }
 
-static void rule_route(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                       void *dst)
+static void rule_route(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     rule_w *w = dst;
     if (!take_action(ld, key, w, "route"))
@@ -1221,8 +1217,7 @@ static void rule_redirect(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml
         err_field(ld, v, "derivePort", "cannot be combined with port");
 }
 
-static void body_string(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                        void *dst)
+static void body_string(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     weir_direct_response_t *d = dst;
     char *s = str_of(ld, v);
@@ -1234,8 +1229,7 @@ static void body_string(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_n
     }
 }
 
-static void body_bytes(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                       void *dst)
+static void body_bytes(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     weir_direct_response_t *d = dst;
     char *s = str_of(ld, v);
@@ -1275,8 +1269,7 @@ static void direct_status(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml
         ((weir_direct_response_t *)dst)->status = (int)n;
 }
 
-static void direct_body(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                        void *dst)
+static void direct_body(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     walk(ld, v, body_fields, dst);
 }
@@ -1287,8 +1280,7 @@ static const field_t direct_fields[] = {
     F_END,
 };
 
-static void rule_direct(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                        void *dst)
+static void rule_direct(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     rule_w *w = dst;
     if (!take_action(ld, key, w, "directResponse"))
@@ -1372,8 +1364,7 @@ static void vs_hosts(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node
     vs->n_hosts = l.n;
 }
 
-static void vs_gateways(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                        void *dst)
+static void vs_gateways(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     weir_virtual_service_t *vs = dst;
     gateways_of(ld, v, &vs->gateways, &vs->n_gateways);
@@ -1393,8 +1384,8 @@ static const field_t virtual_service_fields[] = {
 
 static void lb_simple(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
-    static const char *const names[] = {"UNSPECIFIED", "LEAST_REQUEST", "LEAST_CONN",
-                                        "ROUND_ROBIN", "RANDOM",        "PASSTHROUGH", NULL};
+    static const char *const names[] = {"UNSPECIFIED", "LEAST_REQUEST", "LEAST_CONN", "ROUND_ROBIN",
+                                        "RANDOM",      "PASSTHROUGH",   NULL};
     static const weir_lb_policy_t values[] = {WEIR_LB_LEAST_REQUEST, WEIR_LB_LEAST_REQUEST,
                                               WEIR_LB_LEAST_REQUEST, WEIR_LB_ROUND_ROBIN,
                                               WEIR_LB_RANDOM,        WEIR_LB_PASSTHROUGH};
@@ -1403,6 +1394,7 @@ static void lb_simple(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_nod
         ((weir_traffic_policy_t *)dst)->lb = values[i];
 }
 
+/* clang-format off */
 static const field_t load_balancer_fields[] = {
     F_FN0("simple", lb_simple),
     F_LATER("consistentHash"),
@@ -1411,6 +1403,7 @@ static const field_t load_balancer_fields[] = {
     F_LATER("warmup"),
     F_END,
 };
+/* clang-format on */
 
 static void policy_lb(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
@@ -1572,8 +1565,7 @@ static void se_ports(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node
     each(ld, v, se_port, se);
 }
 
-static void se_location(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                        void *dst)
+static void se_location(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     static const char *const names[] = {"MESH_EXTERNAL", "MESH_INTERNAL", NULL};
     int i = enum_of(ld, v, names);
@@ -1755,8 +1747,8 @@ static void load_destination_rule(ld_t *ld, const resource_t *r)
         size_t mark = path_key(ld, "host");
         warn(ld, weir_yaml_map_get(r->spec, "host"),
              "DestinationRule %s/%s at %s:%u:%u already applies to \"%s\"; only the first is used",
-             first->namespace, first->name, first->place.file, first->place.line,
-             first->place.col, dr.host);
+             first->namespace, first->name, first->place.file, first->place.line, first->place.col,
+             dr.host);
         path_pop(ld, mark);
     }
     VEC_GROW(c->pub.destination_rules, c->pub.n_destination_rules, c->cap_dr);
@@ -1834,8 +1826,8 @@ static const struct {
 static bool load_metadata(ld_t *ld, const doc_nodes_t *d, resource_t *r)
 {
     meta_nodes_t m = {0};
-    const weir_yaml_node_t *md = d->metadata && !weir_yaml_is_null(d->metadata) ? d->metadata
-                                                                                 : NULL;
+    const weir_yaml_node_t *md =
+        d->metadata && !weir_yaml_is_null(d->metadata) ? d->metadata : NULL;
     size_t mark = path_key(ld, "metadata");
     bool ok = md == NULL || walk(ld, md, metadata_fields, &m);
     if (ok && m.name == NULL) {
@@ -1872,8 +1864,8 @@ static bool load_metadata(ld_t *ld, const doc_nodes_t *d, resource_t *r)
             if (strcmp(s->kind, r->kind) == 0 && strcmp(s->ns, r->ns) == 0 &&
                 strcmp(s->name, r->name) == 0) {
                 size_t mk = path_key(ld, "name");
-                err(ld, m.name, "%s \"%s/%s\" is defined twice (first at %s:%u:%u)", r->kind,
-                    r->ns, r->name, s->place.file, s->place.line, s->place.col);
+                err(ld, m.name, "%s \"%s/%s\" is defined twice (first at %s:%u:%u)", r->kind, r->ns,
+                    r->name, s->place.file, s->place.line, s->place.col);
                 path_pop(ld, mk);
                 ok = false;
                 break;
@@ -1941,8 +1933,8 @@ static void load_document(ld_t *ld, const weir_yaml_node_t *root)
     if (!load_metadata(ld, &d, &r))
         return;
     /* A missing spec reads as an empty one, so its required fields are named, at the root. */
-    weir_yaml_node_t empty = {.type = WEIR_YAML_MAP, .file = root->file, .line = root->line,
-                              .col = root->col};
+    weir_yaml_node_t empty = {
+        .type = WEIR_YAML_MAP, .file = root->file, .line = root->line, .col = root->col};
     r.spec = d.spec ? d.spec : &empty;
     ld->ns = r.ns;
     kinds[k].load(ld, &r);
@@ -1957,13 +1949,31 @@ static const char *add_file(cfg_t *c, const char *path)
     return c->pub.files[c->pub.n_files++] = arena_strdup(c, path);
 }
 
+/* A file's diagnostics in the order of their places, as a compiler prints them: checks that
+ * run after a walk (a missing field, say) would otherwise come after those inside it. Stable,
+ * so a warning and an error at one place keep their order. */
+static void sort_diags(weir_diags_t *d, size_t from)
+{
+    for (size_t i = from + 1; i < d->count; i++) {
+        weir_diag_t it = d->items[i];
+        size_t j = i;
+        for (; j > from && (d->items[j - 1].line > it.line ||
+                            (d->items[j - 1].line == it.line && d->items[j - 1].col > it.col));
+             j--)
+            d->items[j] = d->items[j - 1];
+        d->items[j] = it;
+    }
+}
+
 static void load_yaml(cfg_t *c, weir_yaml_file_t *y, const char *path, weir_diags_t *diags)
 {
     ld_t ld = {.c = c, .diags = diags, .file = add_file(c, path)};
+    size_t first = diags->count;
     if (y == NULL)
         return;
     for (size_t i = 0; i < weir_yaml_doc_count(y); i++)
         load_document(&ld, weir_yaml_doc_root(y, i));
+    sort_diags(diags, first);
     weir_buf_free(&ld.path);
     weir_yaml_free(y);
 }
@@ -2009,7 +2019,8 @@ static void load_dir(cfg_t *c, const char *dir, weir_diags_t *diags)
     closedir(d);
     if (n == 0)
         weir_diags_add(diags, WEIR_DIAG_WARNING, dir, 0, 0, "no *.yaml or *.yml files here");
-    qsort(names, n, sizeof(*names), by_name);
+    if (n > 1)
+        qsort(names, n, sizeof(*names), by_name);
     for (size_t i = 0; i < n; i++) {
         load_yaml(c, weir_yaml_load_file(names[i], diags), names[i], diags);
         free(names[i]);
@@ -2054,8 +2065,7 @@ static void check_refs(cfg_t *c, weir_diags_t *diags)
         } else if (weir_config_find_service(cfg, r->host) == NULL) {
             /* Kubernetes Services are not read: in kind the host may well exist. */
             weir_diags_add(diags, WEIR_DIAG_WARNING, p->file, p->line, p->col,
-                           "%s: host \"%s\" is not declared by any ServiceEntry", r->path,
-                           r->host);
+                           "%s: host \"%s\" is not declared by any ServiceEntry", r->path, r->host);
         }
     }
 }
@@ -2139,7 +2149,8 @@ const weir_destination_rule_t *weir_config_find_destination_rule(const weir_conf
                                                                  const char *host_fqdn)
 {
     for (size_t i = 0; cfg && i < cfg->n_destination_rules; i++)
-        if (cfg->destination_rules[i].host && strcmp(cfg->destination_rules[i].host, host_fqdn) == 0)
+        if (cfg->destination_rules[i].host &&
+            strcmp(cfg->destination_rules[i].host, host_fqdn) == 0)
             return &cfg->destination_rules[i];
     return NULL;
 }

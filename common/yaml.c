@@ -80,8 +80,7 @@ static weir_yaml_node_t *new_node(builder_t *b, weir_yaml_type_t type, yaml_mark
     return n;
 }
 
-static void push_item(weir_yaml_node_t **items[], size_t count, size_t *cap,
-                      weir_yaml_node_t *item)
+static void push_item(weir_yaml_node_t **items[], size_t count, size_t *cap, weir_yaml_node_t *item)
 {
     if (count == *cap) {
         *cap = *cap ? *cap * 2 : 4;
@@ -118,13 +117,13 @@ static const anchor_t *find_anchor(const builder_t *b, const char *name)
 /* Nested aliases multiply: 2^100 must not wrap round to a small number. */
 static size_t saturating_add(size_t a, size_t b)
 {
-    return a > YAML_MAX_EXPANDED_NODES || b > YAML_MAX_EXPANDED_NODES
-               ? YAML_MAX_EXPANDED_NODES + 1
-               : a + b;
+    return a > YAML_MAX_EXPANDED_NODES || b > YAML_MAX_EXPANDED_NODES ? YAML_MAX_EXPANDED_NODES + 1
+                                                                      : a + b;
 }
 
-/* Hands a finished node to its parent collection, or makes it the document root. */
-static void attach(builder_t *b, weir_yaml_node_t *n, size_t expanded)
+/* Hands a finished node to its parent collection, or makes it the document root. `line` and
+ * `col` are where it was written: for an alias, not the anchored node's place. */
+static void attach(builder_t *b, weir_yaml_node_t *n, size_t expanded, unsigned line, unsigned col)
 {
     if (b->depth == 0) {
         b->root = n;
@@ -141,14 +140,14 @@ static void attach(builder_t *b, weir_yaml_node_t *n, size_t expanded)
     }
     if (fr->key == NULL) {
         if (n->type != WEIR_YAML_SCALAR) {
-            err_at(b, n->line, n->col, "mapping keys must be scalars");
+            err_at(b, line, col, "mapping keys must be scalars");
         } else {
             for (size_t i = 0; i < parent->count; i++) {
                 const weir_yaml_node_t *k = parent->keys[i];
                 if (k->type == WEIR_YAML_SCALAR && k->scalar_len == n->scalar_len &&
                     memcmp(k->scalar, n->scalar, n->scalar_len) == 0) {
-                    err_at(b, n->line, n->col, "duplicate key \"%s\" (first at %u:%u)",
-                           n->scalar, k->line, k->col);
+                    err_at(b, line, col, "duplicate key \"%s\" (first at %u:%u)", n->scalar,
+                           k->line, k->col);
                     break;
                 }
             }
@@ -170,8 +169,8 @@ static void start_collection(builder_t *b, weir_yaml_type_t type, yaml_mark_t ma
         b->cap_stack = b->cap_stack ? b->cap_stack * 2 : 16;
         b->stack = weir_mem_realloc(b->stack, b->cap_stack * sizeof(*b->stack));
     }
-    b->stack[b->depth++] = (frame_t){new_node(b, type, mark), 0, NULL,
-                                     weir_mem_strdup((const char *)anchor), 1};
+    b->stack[b->depth++] =
+        (frame_t){new_node(b, type, mark), 0, NULL, weir_mem_strdup((const char *)anchor), 1};
 }
 
 static void end_collection(builder_t *b)
@@ -181,7 +180,7 @@ static void end_collection(builder_t *b)
         add_anchor(b, fr.anchor, fr.node, fr.expanded);
         free(fr.anchor);
     }
-    attach(b, fr.node, fr.expanded);
+    attach(b, fr.node, fr.expanded, fr.node->line, fr.node->col);
 }
 
 static void end_document(builder_t *b)
@@ -193,8 +192,8 @@ static void end_document(builder_t *b)
     if (root == NULL || weir_yaml_is_null(root))
         return; /* only comments, or "---" alone */
     if (b->root_expanded > YAML_MAX_EXPANDED_NODES) {
-        err_at(b, root->line, root->col,
-               "document expands to more than %d nodes through aliases", YAML_MAX_EXPANDED_NODES);
+        err_at(b, root->line, root->col, "document expands to more than %d nodes through aliases",
+               YAML_MAX_EXPANDED_NODES);
         return;
     }
     if (f->n_docs == f->cap_docs) {
@@ -237,7 +236,7 @@ static bool handle_event(builder_t *b, const yaml_event_t *ev)
         n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
         if (ev->data.scalar.anchor)
             add_anchor(b, (const char *)ev->data.scalar.anchor, n, 1);
-        attach(b, n, 1);
+        attach(b, n, 1, n->line, n->col);
         break;
     }
     case YAML_ALIAS_EVENT: {
@@ -250,9 +249,10 @@ static bool handle_event(builder_t *b, const yaml_event_t *ev)
             weir_yaml_node_t *n = new_node(b, WEIR_YAML_SCALAR, ev->start_mark);
             n->scalar = weir_mem_strdup("");
             n->plain = true;
-            attach(b, n, 1);
+            attach(b, n, 1, n->line, n->col);
         } else {
-            attach(b, a->node, a->expanded);
+            attach(b, a->node, a->expanded, (unsigned)ev->start_mark.line + 1,
+                   (unsigned)ev->start_mark.column + 1);
         }
         break;
     }
@@ -333,8 +333,7 @@ weir_yaml_file_t *weir_yaml_load_file(const char *path, weir_diags_t *diags)
     int read_error = ferror(fp) ? errno : 0;
     fclose(fp);
     if (read_error) {
-        weir_diags_add(diags, WEIR_DIAG_ERROR, path, 0, 0, "cannot read: %s",
-                       strerror(read_error));
+        weir_diags_add(diags, WEIR_DIAG_ERROR, path, 0, 0, "cannot read: %s", strerror(read_error));
         weir_buf_free(&buf);
         return NULL;
     }
