@@ -1,0 +1,68 @@
+# shellcheck shell=bash disable=SC2016
+# deploy/local/seed.sh: the seed scenario's pods on a local cluster (tests/lib/netns.sh).
+# Sourced by deploy/local/demo.sh and tests/e2e/50_seed.sh, after tests/lib/netns.sh and
+# cluster_up. The addresses match deploy/local/registry.yaml.
+#
+#   seed_pods                  pods gw, v1, v2, client; busybox httpd in v1 and v2 serving the
+#                              seed's page, written as the seed pods' init containers write it.
+#   seed_gateway WEIR_BIN CONFIG ACCESS_LOG [ARG ...]
+#                              `weir gateway` in pod gw; sets SEED_GW_PID.
+#   seed_wait [TIMEOUT]        both httpd pods and the gateway accept connections.
+
+SEED_GW_IP=10.244.0.10
+SEED_V1_IP=10.244.0.11
+SEED_V2_IP=10.244.0.12
+SEED_CLIENT_IP=10.244.0.20
+SEED_GW_PID=""
+
+# The names a client uses for the ingress gateway, as in a cluster.
+SEED_GW_NAMES="gateway istio-ingressgateway istio-ingressgateway.istio-system.svc.cluster.local"
+
+# seed_page VERSION DIR: what the seed pod's init container does, with DIR for htdocs.
+seed_page() {
+    local version=$1 dir=$2
+    sh -c "mkdir -p '$dir'; echo '<html> <body> <h1>This is version $version!</h1> </body></html>' > '$dir/index.html'"
+}
+
+seed_pods() {
+    local web="web-service web-service.default web-service.default.svc.cluster.local"
+    pod_add gw "$SEED_GW_IP" \
+        "$SEED_V1_IP httpd-v1" "$SEED_V2_IP httpd-v2" || return 1
+    pod_add v1 "$SEED_V1_IP" "$SEED_V1_IP httpd-v1 $web" || return 1
+    pod_add v2 "$SEED_V2_IP" "$SEED_V2_IP httpd-v2 $web" || return 1
+    pod_add client "$SEED_CLIENT_IP" "$SEED_GW_IP $SEED_GW_NAMES web.example.com" || return 1
+
+    seed_page V1 "$CLUSTER_DIR/htdocs-v1" || return 1
+    seed_page V2 "$CLUSTER_DIR/htdocs-v2" || return 1
+    pod_spawn v1 "$CLUSTER_DIR/httpd-v1.log" busybox httpd -f -vv -p 80 -h "$CLUSTER_DIR/htdocs-v1" || return 1
+    pod_spawn v2 "$CLUSTER_DIR/httpd-v2.log" busybox httpd -f -vv -p 80 -h "$CLUSTER_DIR/htdocs-v2" || return 1
+}
+
+seed_gateway() {
+    local bin=${1:?seed_gateway WEIR_BIN CONFIG ACCESS_LOG} config=${2:?} access_log=${3:?}
+    shift 3
+    pod_spawn gw "$CLUSTER_DIR/gateway.log" "$bin" gateway -c "$config" \
+        --labels istio=ingressgateway --namespace istio-system --access-log "$access_log" "$@" ||
+        return 1
+    # shellcheck disable=SC2034  # read by the scripts that source this file
+    SEED_GW_PID=$SPAWNED_PID
+}
+
+seed_wait() {
+    local timeout=${1:-20}
+    wait_port client "$SEED_V1_IP" 80 "$timeout" || { echo "httpd-v1 does not accept connections" >&2; return 1; }
+    wait_port client "$SEED_V2_IP" 80 "$timeout" || { echo "httpd-v2 does not accept connections" >&2; return 1; }
+    if [[ -n $SEED_GW_PID ]]; then
+        local deadline=$((SECONDS + timeout))
+        while ((SECONDS < deadline)); do
+            cluster_pid_alive "$SEED_GW_PID" || { echo "weir gateway exited (log: $CLUSTER_DIR/gateway.log)" >&2; return 1; }
+            if timeout 2 ip netns exec "$(pod_ns client)" \
+                bash -c 'exec 3<>"/dev/tcp/$1/80"' _ "$SEED_GW_IP" 2>/dev/null; then
+                return 0
+            fi
+            sleep 0.2
+        done
+        echo "weir gateway does not accept connections on $SEED_GW_IP:80 after ${timeout}s" >&2
+        return 1
+    fi
+}
