@@ -34,7 +34,7 @@
 
 /* Room for the longest head the limits allow: the request line, every name and value, and the
  * NUL written after each string. */
-#define HEAD_BUF_MAX                                                                              \
+#define HEAD_BUF_MAX                                                                               \
     (WEIR_HTTP_MAX_REQUEST_LINE + WEIR_HTTP_MAX_HEADER_BYTES + 2 * WEIR_HTTP_MAX_HEADERS + 16)
 /* A keep-alive connection that once carried a large head gives the memory back afterwards. */
 #define HEAD_BUF_KEEP 4096
@@ -84,13 +84,13 @@ struct weir_http_parser {
     const char *scan_from, *exec_start, *exec_end;
     const char *scan_error_at;
 
-    bool expect_head;  /* the next final response answers a HEAD request */
-    bool started;      /* a message began and did not complete */
-    bool in_message;   /* between on_head and on_complete */
-    bool interim;      /* the response being parsed is a 1xx to skip */
-    bool paused;       /* a message completed; waiting for resume() */
-    bool finishing;    /* inside llhttp_finish(): completing must not pause */
-    bool aborted;      /* a caller's callback asked to stop */
+    bool expect_head; /* the next final response answers a HEAD request */
+    bool started;     /* a message began and did not complete */
+    bool in_message;  /* between on_head and on_complete */
+    bool interim;     /* the response being parsed is a 1xx to skip */
+    bool paused;      /* a message completed; waiting for resume() */
+    bool finishing;   /* inside llhttp_finish(): completing must not pause */
+    bool aborted;     /* a caller's callback asked to stop */
     int err_status;
     const char *err_reason;
 };
@@ -881,8 +881,8 @@ static bool token_listed(const char *list, size_t len, const char *name, size_t 
             end--;
         if (end - start == name_len && name_len > 0) {
             size_t k = 0;
-            while (k < name_len && lower((unsigned char)list[start + k]) ==
-                                       lower((unsigned char)name[k]))
+            while (k < name_len &&
+                   lower((unsigned char)list[start + k]) == lower((unsigned char)name[k]))
                 k++;
             if (k == name_len)
                 return true;
@@ -894,8 +894,9 @@ static bool token_listed(const char *list, size_t len, const char *name, size_t 
 
 bool weir_http_is_hop_by_hop(const weir_http_head_t *h, const char *name, size_t len)
 {
-    static const char *const fixed[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade", "te", "trailer"};
+    static const char *const fixed[] = {
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding",
+        "upgrade",    "te",         "trailer"};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         if (eq_lower(name, len, fixed[i]))
             return true;
@@ -911,56 +912,64 @@ bool weir_http_is_hop_by_hop(const weir_http_head_t *h, const char *name, size_t
     return false;
 }
 
+static const struct {
+    int status;
+    const char *phrase;
+} reason_phrases[] = {
+    {100, "Continue"},
+    {101, "Switching Protocols"},
+    {200, "OK"},
+    {201, "Created"},
+    {202, "Accepted"},
+    {203, "Non-Authoritative Information"},
+    {204, "No Content"},
+    {205, "Reset Content"},
+    {206, "Partial Content"},
+    {300, "Multiple Choices"},
+    {301, "Moved Permanently"},
+    {302, "Found"},
+    {303, "See Other"},
+    {304, "Not Modified"},
+    {307, "Temporary Redirect"},
+    {308, "Permanent Redirect"},
+    {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {406, "Not Acceptable"},
+    {408, "Request Timeout"},
+    {409, "Conflict"},
+    {410, "Gone"},
+    {411, "Length Required"},
+    {412, "Precondition Failed"},
+    {413, "Payload Too Large"},
+    {414, "URI Too Long"},
+    {415, "Unsupported Media Type"},
+    {416, "Range Not Satisfiable"},
+    {417, "Expectation Failed"},
+    {421, "Misdirected Request"},
+    {422, "Unprocessable Entity"},
+    {425, "Too Early"},
+    {426, "Upgrade Required"},
+    {428, "Precondition Required"},
+    {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
+    {505, "HTTP Version Not Supported"},
+};
+
 const char *weir_http_reason_phrase(int status)
 {
-    switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 203: return "Non-Authoritative Information";
-    case 204: return "No Content";
-    case 205: return "Reset Content";
-    case 206: return "Partial Content";
-    case 300: return "Multiple Choices";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 421: return "Misdirected Request";
-    case 422: return "Unprocessable Entity";
-    case 425: return "Too Early";
-    case 426: return "Upgrade Required";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    for (size_t i = 0; i < sizeof(reason_phrases) / sizeof(reason_phrases[0]); i++) {
+        if (reason_phrases[i].status == status)
+            return reason_phrases[i].phrase;
     }
+    return "Unknown";
 }
 
 size_t weir_http_chunk_header(char *buf, size_t len)
