@@ -372,6 +372,20 @@ static void reply_upstream_failure(stream_t *s, int status, const char *flag, co
     local_reply(s, status, flag, details, body, (size_t)n, NULL);
 }
 
+/* The upstream failed this stream: answer from weir if nothing was sent yet, else reset the
+ * client (a truncated message must never look complete). Returns false when the stream (and
+ * its downstream) are gone, so the caller must not touch either. */
+static bool stream_upstream_failed(stream_t *s, int status, const char *flag,
+                                   const char *details, const char *reason)
+{
+    if (!s->resp_started) {
+        reply_upstream_failure(s, status, flag, details, reason);
+        return true;
+    }
+    stream_abort(s, flag, "upstream_reset_after_response_started");
+    return false;
+}
+
 /* ------------------------------------------------------------------ upstream */
 
 static void up_close_cb(uv_handle_t *h)
@@ -464,12 +478,9 @@ static void up_connect_cb(uv_connect_t *req, int status)
         weir_log_debug("connect to %s failed: %s", weir_upstream_pool_name(u->pool),
                        uv_strerror(status));
         up_close(u);
-        if (s && !s->resp_started)
-            reply_upstream_failure(s, 503, "UF", "upstream_reset_before_response_started{connection_failure}",
-                                   "connection failure");
-        else if (s)
-            stream_abort(s, "UF", "upstream_reset_after_response_started");
-        if (s)
+        if (s && stream_upstream_failed(s, 503, "UF",
+                                        "upstream_reset_before_response_started{connection_failure}",
+                                        "connection failure"))
             stream_after_io(s);
         return;
     }
@@ -538,19 +549,15 @@ static void up_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        weir_http_result_t r = weir_http_parser_finish(u->parser);
+        /* EOF completes a response delimited by the close; anything else was cut short */
+        weir_http_parser_finish(u->parser);
         u->reusable = false;
-        if (!s->resp_complete) {
-            if (!s->resp_started)
-                reply_upstream_failure(s, 503, "UC",
-                                       "upstream_reset_before_response_started{connection_termination}",
-                                       "connection termination");
-            else
-                stream_abort(s, "UC", "upstream_reset_after_response_started");
-        }
-        (void)r;
         up_close(u);
-        stream_after_io(s);
+        if (s->resp_complete ||
+            stream_upstream_failed(s, 503, "UC",
+                                   "upstream_reset_before_response_started{connection_termination}",
+                                   "connection termination"))
+            stream_after_io(s);
         return;
     }
     set_timer(s->down, TIMER_STREAM, options.stream_idle_timeout_ms);
@@ -559,13 +566,11 @@ static void up_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
     if (r == WEIR_HTTP_ERROR) {
         weir_log_debug("bad response from %s: %s", weir_upstream_pool_name(u->pool),
                        weir_http_parser_error_reason(u->parser));
-        u->reusable = false;
-        if (!s->resp_started)
-            reply_upstream_failure(s, 502, "UPE", "upstream_reset_before_response_started{protocol_error}",
-                                   "protocol error");
-        else
-            stream_abort(s, "UPE", "upstream_reset_after_response_started{protocol_error}");
         up_close(u);
+        if (!stream_upstream_failed(s, 502, "UPE",
+                                    "upstream_reset_before_response_started{protocol_error}",
+                                    "protocol error"))
+            return;
     } else if (r == WEIR_HTTP_PAUSED && used != (size_t)nread) {
         u->reusable = false; /* bytes after the response: never reuse this connection */
     }
@@ -833,6 +838,12 @@ static void route_request(stream_t *s)
         .headers = h->headers,
         .n_headers = h->n_headers,
     };
+    if (h->method_len == 7 && memcmp(h->method, "CONNECT", 7) == 0) {
+        /* tunnels are not configured on any route: refuse rather than forward blindly */
+        d->close_after_response = true;
+        local_reply(s, 403, "-", "upgrade_failed", NULL, 0, NULL);
+        return;
+    }
     if (spec == NULL || !path_is_origin_form(h)) {
         local_reply(s, 404, "NR", "route_not_found", NULL, 0, NULL);
         return;
@@ -840,9 +851,15 @@ static void route_request(stream_t *s)
     if (spec->https_redirect) {
         weir_buf_t loc = WEIR_BUF_INIT;
         weir_buf_append_str(&loc, "location: https://");
+        /* the https URL gets the default port: drop the request's (after any [v6]) */
         size_t alen = rr.authority_len;
-        const char *colon = memchr(rr.authority, ':', alen);
-        if (colon && rr.authority[0] != '[')
+        const char *host_end = rr.authority;
+        if (alen && rr.authority[0] == '[') {
+            const char *bracket = memchr(rr.authority, ']', alen);
+            host_end = bracket ? bracket : rr.authority;
+        }
+        const char *colon = memchr(host_end, ':', alen - (size_t)(host_end - rr.authority));
+        if (colon)
             alen = (size_t)(colon - rr.authority);
         weir_buf_append(&loc, rr.authority, alen);
         weir_buf_append(&loc, rr.path, rr.path_len);

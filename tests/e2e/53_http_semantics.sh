@@ -36,7 +36,9 @@ kind: Gateway
 metadata: {name: gw, namespace: default}
 spec:
   selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+  servers:
+  - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}
+  - {port: {number: 81, name: http-redirect, protocol: HTTP}, hosts: ["*"], tls: {httpsRedirect: true}}
 ---
 apiVersion: networking.istio.io/v1beta1
 kind: VirtualService
@@ -170,6 +172,18 @@ out=$(c -o /dev/null -w '%{http_code} %{redirect_url}' http://echo.local/old/42)
 expect_eq "redirect" "$out" "301 http://new.example/moved"
 out=$(c -w ' %{http_code}' http://echo.local/teapot)
 expect_eq "direct response" "$out" "short and stout 418"
+
+say "a server with tls.httpsRedirect answers every request 301 to https, without the port"
+out=$(c -o /dev/null -w '%{http_code} %{redirect_url}' 'http://echo.local:81/any/path?q=1')
+expect_eq "httpsRedirect" "$out" "301 https://echo.local/any/path?q=1"
+
+say "CONNECT is refused with 403 and never forwarded"
+resp=$(pod_exec client timeout 5 bash -c '
+    exec 3<>/dev/tcp/echo.local/80
+    printf "CONNECT echo.local:443 HTTP/1.1\r\nHost: echo.local:443\r\n\r\n" >&3
+    cat <&3' || true)
+[[ $resp == "HTTP/1.1 403"* ]] || fail "CONNECT got: $resp"
+grep -q '^CONNECT' "$D/requests-v1.log" "$D/requests-v2.log" && fail "a backend saw the CONNECT"
 
 say "a client x-request-id is kept; the JSON access log records the request"
 resp=$(c -H 'x-request-id: test-rid-53' -H 'User-Agent: weir-e2e' http://echo.local/rid)
