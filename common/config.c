@@ -7,7 +7,7 @@
  * resources (gateways, subsets, hosts) are recorded as references and run once every file has
  * been read.
  *
- * Memory: everything reachable from the config lives in one arena, except the five resource
+ * Memory: everything reachable from the config lives in one arena, except the six resource
  * arrays and the file list (grown with realloc while reading) and the compiled regexes. */
 #include "common/config.h"
 
@@ -66,7 +66,7 @@ typedef struct {
     arena_block_t *arena;
     pcre2_code **regexes;
     size_t n_regexes, cap_regexes;
-    size_t cap_gw, cap_vs, cap_dr, cap_se, cap_we, cap_files;
+    size_t cap_gw, cap_vs, cap_dr, cap_se, cap_we, cap_pa, cap_files;
     ref_t *refs;
     size_t n_refs, cap_refs;
     seen_t *seen;
@@ -648,6 +648,14 @@ static strlist_t strlist_of(ld_t *ld, const weir_yaml_node_t *v, bool hosts, boo
         l.items = arena_array(ld->c, v->count, sizeof(char *));
     each(ld, v, strlist_item, &l);
     return l;
+}
+
+/* A list of plain strings (subjectAltNames) into a message's items / count pair. */
+static void strings_of(ld_t *ld, const weir_yaml_node_t *v, char ***items, size_t *n)
+{
+    strlist_t l = strlist_of(ld, v, false, false);
+    *items = l.items;
+    *n = l.n;
 }
 
 /* VirtualService.gateways and match gateways: "mesh", "<ns>/<name>", or <name> in the VS's
@@ -1414,11 +1422,111 @@ static void policy_lb(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_nod
     p->has_lb = walk(ld, v, load_balancer_fields, p);
 }
 
+static const char *const client_tls_modes[] = {"DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL", NULL};
+
+static void client_tls_mode(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                            void *dst)
+{
+    int m = enum_of(ld, v, client_tls_modes); /* same order as weir_client_tls_mode_t */
+    if (m >= 0)
+        *(weir_client_tls_mode_t *)dst = (weir_client_tls_mode_t)m;
+}
+
+static void client_tls_sans(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                            void *dst)
+{
+    weir_client_tls_t *t = dst;
+    strings_of(ld, v, &t->subject_alt_names, &t->n_subject_alt_names);
+}
+
+static const field_t client_tls_fields[] = {
+    F_FN("mode", weir_client_tls_t, mode, client_tls_mode),
+    F_STR("clientCertificate", weir_client_tls_t, client_certificate),
+    F_STR("privateKey", weir_client_tls_t, private_key),
+    F_STR("caCertificates", weir_client_tls_t, ca_certificates),
+    F_STR("credentialName", weir_client_tls_t, credential_name),
+    F_FN0("subjectAltNames", client_tls_sans),
+    F_STR("sni", weir_client_tls_t, sni),
+    F_BOOL("insecureSkipVerify", weir_client_tls_t, insecure_skip_verify),
+    F_LATER("caCrl"),
+    F_END,
+};
+
+/* ClientTLSSettings fields as bits, in the order of tls_field_names. */
+enum {
+    TLS_CERT = 1 << 0,
+    TLS_KEY = 1 << 1,
+    TLS_CA = 1 << 2,
+    TLS_CREDENTIAL = 1 << 3,
+    TLS_SANS = 1 << 4,
+};
+static const char *const tls_field_names[] = {"clientCertificate", "privateKey", "caCertificates",
+                                              "credentialName", "subjectAltNames"};
+
+#define TLS_MODE(m) (1u << WEIR_CLIENT_TLS_##m)
+
+/* Istio's validateTLS (pkg/config/validation/agent), row by row, plus the proto's rule that
+ * ISTIO_MUTUAL takes no certificate of its own. A row applies to its modes when every field
+ * of `when` is given, none of `unless` is, and insecureSkipVerify is true if `skip_verify`;
+ * then each field of `refused` that is given, and each of `required` that is not, is an
+ * error. */
+static const struct {
+    unsigned modes, when, unless;
+    bool skip_verify;
+    unsigned refused, required;
+    const char *why;
+} tls_rules[] = {
+    {TLS_MODE(ISTIO_MUTUAL), 0, 0, false, TLS_CERT | TLS_KEY | TLS_CA | TLS_CREDENTIAL, 0,
+     "not allowed with mode ISTIO_MUTUAL, which uses the mesh certificates"},
+    {TLS_MODE(SIMPLE) | TLS_MODE(MUTUAL), TLS_CREDENTIAL, 0, false, TLS_CERT | TLS_KEY | TLS_CA, 0,
+     "cannot be combined with credentialName, which names the certificates"},
+    {TLS_MODE(SIMPLE), 0, 0, true, TLS_CA | TLS_CREDENTIAL | TLS_SANS, 0,
+     "cannot be combined with insecureSkipVerify"},
+    {TLS_MODE(MUTUAL), 0, 0, true, TLS_CA | TLS_SANS, 0,
+     "cannot be combined with insecureSkipVerify"},
+    {TLS_MODE(MUTUAL), 0, TLS_CREDENTIAL, false, 0, TLS_CERT | TLS_KEY,
+     "required with mode MUTUAL unless credentialName is given"},
+};
+
+static bool nonempty(const char *s)
+{
+    return s && *s; /* proto3: "" is the same as not given */
+}
+
+static void client_tls_check(ld_t *ld, const weir_yaml_node_t *v, const weir_client_tls_t *t)
+{
+    unsigned given = (nonempty(t->client_certificate) ? TLS_CERT : 0) |
+                     (nonempty(t->private_key) ? TLS_KEY : 0) |
+                     (nonempty(t->ca_certificates) ? TLS_CA : 0) |
+                     (nonempty(t->credential_name) ? TLS_CREDENTIAL : 0) |
+                     (t->n_subject_alt_names ? TLS_SANS : 0);
+    for (size_t r = 0; r < sizeof(tls_rules) / sizeof(tls_rules[0]); r++) {
+        if (!(tls_rules[r].modes & (1u << t->mode)) ||
+            (given & tls_rules[r].when) != tls_rules[r].when || (given & tls_rules[r].unless) ||
+            (tls_rules[r].skip_verify && !t->insecure_skip_verify))
+            continue;
+        for (size_t f = 0; f < sizeof(tls_field_names) / sizeof(tls_field_names[0]); f++) {
+            unsigned bit = 1u << f;
+            if ((tls_rules[r].refused & bit & given) || (tls_rules[r].required & bit & ~given))
+                err_field(ld, v, tls_field_names[f], "%s", tls_rules[r].why);
+        }
+    }
+}
+
+static void policy_tls(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    weir_traffic_policy_t *p = dst;
+    if (!walk(ld, v, client_tls_fields, &p->tls))
+        return;
+    p->has_tls = true; /* even `tls: {}`: an explicit DISABLE, which turns auto mTLS off */
+    client_tls_check(ld, v, &p->tls);
+}
+
 static const field_t traffic_policy_fields[] = {
     F_FN0("loadBalancer", policy_lb),
     F_LATER("connectionPool"),
     F_LATER("outlierDetection"),
-    F_LATER("tls"),
+    F_FN0("tls", policy_tls),
     F_LATER("portLevelSettings"),
     F_LATER("tunnel"),
     F_LATER("proxyProtocol"),
@@ -1513,13 +1621,36 @@ static void se_hosts(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node
     se->n_hosts = l.n;
 }
 
+/* validation.go ValidateIPSubnet: an IP or a CIDR, parsed here once for the address lookups. */
+static void se_address(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *dst)
+{
+    weir_service_entry_t *se = dst;
+    char *s = str_of(ld, item);
+    if (s == NULL)
+        return;
+    if (!weir_cidr_parse(s, &se->address_ranges[se->n_addresses])) {
+        err(ld, item, "must be an IP address or a CIDR block, got \"%s\"", s);
+        return;
+    }
+    se->addresses[se->n_addresses++] = s;
+}
+
 static void se_addresses(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
                          void *dst)
 {
     weir_service_entry_t *se = dst;
-    strlist_t l = strlist_of(ld, v, false, false);
-    se->addresses = l.items;
-    se->n_addresses = l.n;
+    if (v->type == WEIR_YAML_SEQ) {
+        se->addresses = arena_array(ld->c, v->count, sizeof(*se->addresses));
+        se->address_ranges = arena_array(ld->c, v->count, sizeof(*se->address_ranges));
+    }
+    each(ld, v, se_address, se);
+}
+
+static void se_subject_alt_names(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                                 void *dst)
+{
+    weir_service_entry_t *se = dst;
+    strings_of(ld, v, &se->subject_alt_names, &se->n_subject_alt_names);
 }
 
 static void se_port_protocol(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
@@ -1623,8 +1754,115 @@ static const field_t service_entry_fields[] = {
     F_FN0("resolution", se_resolution),
     F_FN0("endpoints", se_endpoints),
     F_FN0("workloadSelector", se_workload_selector),
+    F_FN0("subjectAltNames", se_subject_alt_names),
     F_LATER("exportTo"),
-    F_LATER("subjectAltNames"),
+    F_END,
+};
+
+/* ---- PeerAuthentication --------------------------------------------------------------------- */
+
+static const char *const mtls_modes[] = {"UNSET", "DISABLE", "PERMISSIVE", "STRICT", NULL};
+
+static void mtls_mode(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    int m = enum_of(ld, v, mtls_modes); /* same order as weir_mtls_mode_t */
+    if (m >= 0)
+        *(weir_mtls_mode_t *)dst = (weir_mtls_mode_t)m;
+}
+
+/* MutualTLS, read into a weir_mtls_mode_t: the top-level `mtls` and each portLevelMtls value. */
+static const field_t mtls_fields[] = {
+    F_FN0("mode", mtls_mode),
+    F_END,
+};
+
+static void pa_mtls(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    walk(ld, v, mtls_fields, &((weir_peer_authentication_t *)dst)->mode);
+}
+
+/* validation.go validateWorkloadSelector: no empty keys, no wildcards. */
+static void selector_labels(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                            void *dst)
+{
+    labels_of(ld, v, dst);
+    for (size_t i = 0; v->type == WEIR_YAML_MAP && i < v->count; i++) {
+        const weir_yaml_node_t *k = v->keys[i], *val = v->items[i];
+        bool star =
+            strchr(k->scalar, '*') || (val->type == WEIR_YAML_SCALAR && strchr(val->scalar, '*'));
+        if (*k->scalar && !star)
+            continue;
+        size_t mark = path_mapkey(ld, k->scalar);
+        err(ld, k, "%s",
+            star ? "wildcards are not supported in a selector"
+                 : "an empty key is not supported in a selector");
+        path_pop(ld, mark);
+    }
+}
+
+static const field_t pa_selector_fields[] = {
+    F_FN("matchLabels", weir_peer_authentication_t, selector, selector_labels),
+    F_END,
+};
+
+static void pa_selector(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    weir_peer_authentication_t *pa = dst;
+    if (walk(ld, v, pa_selector_fields, pa) && pa->selector.count == 0)
+        warn(ld, v, "selects no labels, so the PeerAuthentication applies namespace-wide");
+}
+
+/* A portLevelMtls key. Protobuf's JSON mapping writes map<uint32, ...> keys as strings, so
+ * "8080" is as good as 8080. */
+static bool port_key_of(ld_t *ld, const weir_yaml_node_t *k, uint32_t *out)
+{
+    size_t digits = strspn(k->scalar, "0123456789");
+    if (digits == 0 || k->scalar[digits] != '\0') {
+        err(ld, k, "must be a port number, got \"%.64s\"", k->scalar);
+        return false;
+    }
+    unsigned long n = digits > 5 ? 0 : strtoul(k->scalar, NULL, 10);
+    if (n < 1 || n > 65535) {
+        err(ld, k, "must be 1..65535, got %.64s", k->scalar);
+        return false;
+    }
+    *out = (uint32_t)n;
+    return true;
+}
+
+static void pa_port_level(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                          void *dst)
+{
+    weir_peer_authentication_t *pa = dst;
+    if (!is_map(ld, v))
+        return;
+    if (v->count == 0) {
+        err(ld, v, "must have at least one port");
+        return;
+    }
+    pa->port_mtls = arena_array(ld->c, v->count, sizeof(*pa->port_mtls));
+    for (size_t i = 0; i < v->count; i++) {
+        const weir_yaml_node_t *k = v->keys[i], *val = v->items[i];
+        size_t mark = path_mapkey(ld, k->scalar);
+        weir_port_mtls_t pm = {.place = place_of(ld, k)};
+        bool ok = port_key_of(ld, k, &pm.port);
+        for (size_t j = 0; ok && j < pa->n_port_mtls; j++) {
+            if (pa->port_mtls[j].port == pm.port) {
+                err(ld, k, "port %u is given twice", pm.port);
+                ok = false;
+            }
+        }
+        /* A null value is a MutualTLS with every field unset: UNSET, inherit. */
+        if (ok && (weir_yaml_is_null(val) || walk(ld, val, mtls_fields, &pm.mode)))
+            pa->port_mtls[pa->n_port_mtls++] = pm;
+        path_pop(ld, mark);
+    }
+}
+
+static const field_t peer_authentication_fields[] = {
+    F_FN0("selector", pa_selector),
+    F_FN0("mtls", pa_mtls),
+    F_FN0("portLevelMtls", pa_port_level),
     F_END,
 };
 
@@ -1728,6 +1966,30 @@ static void load_virtual_service(ld_t *ld, const resource_t *r)
     c->pub.virtual_services[c->pub.n_virtual_services++] = vs;
 }
 
+/* The blocks Istio's MergeTrafficPolicy replaces whole: each one's "set" flag and body. */
+#define POLICY_BLOCK(flag, body)                                                                   \
+    {offsetof(weir_traffic_policy_t, flag), offsetof(weir_traffic_policy_t, body),                 \
+     sizeof(((weir_traffic_policy_t *)0)->body)}
+static const struct {
+    size_t set, body, size;
+} policy_blocks[] = {
+    POLICY_BLOCK(has_lb, lb),
+    POLICY_BLOCK(has_tls, tls),
+};
+
+/* A subset inherits every block it does not set from the top level. */
+static void merge_policy(weir_traffic_policy_t *subset, const weir_traffic_policy_t *top)
+{
+    for (size_t i = 0; i < sizeof(policy_blocks) / sizeof(policy_blocks[0]); i++) {
+        bool *set = (bool *)((char *)subset + policy_blocks[i].set);
+        if (*set)
+            continue;
+        *set = *(const bool *)((const char *)top + policy_blocks[i].set);
+        memcpy((char *)subset + policy_blocks[i].body, (const char *)top + policy_blocks[i].body,
+               policy_blocks[i].size);
+    }
+}
+
 static void load_destination_rule(ld_t *ld, const resource_t *r)
 {
     cfg_t *c = ld->c;
@@ -1736,10 +1998,8 @@ static void load_destination_rule(ld_t *ld, const resource_t *r)
         return;
     if (dr.host == NULL)
         require(ld, r->spec, "host");
-    /* MergeTrafficPolicy, per block: a subset's loadBalancer replaces the top level's. */
     for (size_t i = 0; i < dr.n_subsets; i++)
-        if (!dr.subsets[i].policy.has_lb)
-            dr.subsets[i].policy = dr.policy;
+        merge_policy(&dr.subsets[i].policy, &dr.policy);
     const weir_config_t *cfg = &c->pub;
     const weir_destination_rule_t *first =
         dr.host ? weir_config_find_destination_rule(cfg, dr.host) : NULL;
@@ -1807,20 +2067,79 @@ static void load_workload_entry(ld_t *ld, const resource_t *r)
     c->pub.workload_entries[c->pub.n_workload_entries++] = we;
 }
 
+static bool same_labels(const weir_labels_t *a, const weir_labels_t *b)
+{
+    return a->count == b->count && weir_labels_match(a, b); /* keys are unique in a map */
+}
+
+static void load_peer_authentication(ld_t *ld, const resource_t *r)
+{
+    cfg_t *c = ld->c;
+    weir_peer_authentication_t pa = {.name = r->name, .namespace = r->ns, .place = r->place};
+    if (!walk(ld, r->spec, peer_authentication_fields, &pa))
+        return;
+    pa.has_selector = pa.selector.count > 0;
+    if (pa.n_port_mtls && !pa.has_selector)
+        err_field(ld, r->spec, "portLevelMtls",
+                  "requires selector.matchLabels: a namespace- or mesh-wide PeerAuthentication "
+                  "cannot set port-level mTLS");
+    /* Only the oldest PeerAuthentication of a level is used: a later one competing with it for
+     * the same workloads does nothing, and config must not silently do nothing. */
+    const weir_peer_authentication_t *first = NULL;
+    bool ignored = pa.has_selector && strcmp(pa.namespace, WEIR_ROOT_NAMESPACE) == 0;
+    for (size_t i = 0; !ignored && first == NULL && i < c->pub.n_peer_authentications; i++) {
+        const weir_peer_authentication_t *o = &c->pub.peer_authentications[i];
+        if (strcmp(o->namespace, pa.namespace) == 0 && o->has_selector == pa.has_selector &&
+            (!pa.has_selector || same_labels(&o->selector, &pa.selector)))
+            first = o;
+    }
+    const weir_yaml_node_t *sel = weir_yaml_map_get(r->spec, "selector");
+    if (ignored) {
+        size_t mark = path_key(ld, "selector");
+        /* See weir_config_peer_authentication_mode: Istio drops these. */
+        warn(ld, sel,
+             "ignored in the root namespace \"%s\", as Istio ignores it; without a selector the "
+             "PeerAuthentication applies mesh-wide",
+             WEIR_ROOT_NAMESPACE);
+        path_pop(ld, mark);
+    } else if (first && pa.has_selector) {
+        size_t mark = path_key(ld, "selector.matchLabels");
+        warn(ld, weir_yaml_map_get(sel, "matchLabels"),
+             "PeerAuthentication %s/%s at %s:%u:%u selects the same labels; only the first is used",
+             first->namespace, first->name, first->place.file, first->place.line, first->place.col);
+        path_pop(ld, mark);
+    } else if (first) {
+        warn(ld, r->spec,
+             "PeerAuthentication %s/%s at %s:%u:%u already applies to namespace \"%s\"; only the "
+             "first is used",
+             first->namespace, first->name, first->place.file, first->place.line, first->place.col,
+             pa.namespace);
+    }
+    VEC_GROW(c->pub.peer_authentications, c->pub.n_peer_authentications, c->cap_pa);
+    c->pub.peer_authentications[c->pub.n_peer_authentications++] = pa;
+}
+
 typedef void (*kind_fn)(ld_t *ld, const resource_t *r);
 
+#define ISTIO_NETWORKING "networking.istio.io"
+#define ISTIO_SECURITY "security.istio.io"
+
+/* The versions each group serves, the one to recommend first. */
+static const char *const networking_versions[] = {"v1", "v1beta1", "v1alpha3", NULL};
+static const char *const security_versions[] = {"v1", "v1beta1", NULL};
+
 static const struct {
-    const char *kind;
+    const char *group, *kind;
+    const char *const *versions;
     kind_fn load;
 } kinds[] = {
-    {"Gateway", load_gateway},
-    {"VirtualService", load_virtual_service},
-    {"DestinationRule", load_destination_rule},
-    {"ServiceEntry", load_service_entry},
-    {"WorkloadEntry", load_workload_entry},
+    {ISTIO_NETWORKING, "Gateway", networking_versions, load_gateway},
+    {ISTIO_NETWORKING, "VirtualService", networking_versions, load_virtual_service},
+    {ISTIO_NETWORKING, "DestinationRule", networking_versions, load_destination_rule},
+    {ISTIO_NETWORKING, "ServiceEntry", networking_versions, load_service_entry},
+    {ISTIO_NETWORKING, "WorkloadEntry", networking_versions, load_workload_entry},
+    {ISTIO_SECURITY, "PeerAuthentication", security_versions, load_peer_authentication},
 };
-
-#define ISTIO_NETWORKING "networking.istio.io"
 
 /* Reads metadata; false when the resource cannot be kept (no name, or a duplicate). */
 static bool load_metadata(ld_t *ld, const doc_nodes_t *d, resource_t *r)
@@ -1906,24 +2225,31 @@ static void load_document(ld_t *ld, const weir_yaml_node_t *root)
     const char *slash = strchr(api->scalar, '/');
     size_t group_len = slash ? (size_t)(slash - api->scalar) : 0;
     const char *version = slash ? slash + 1 : api->scalar;
-    bool networking = group_len == strlen(ISTIO_NETWORKING) &&
-                      strncmp(api->scalar, ISTIO_NETWORKING, group_len) == 0;
     bool istio = group_len >= strlen(".istio.io") &&
                  strncmp(slash - strlen(".istio.io"), ".istio.io", strlen(".istio.io")) == 0;
-    size_t k = 0, n_kinds = sizeof(kinds) / sizeof(kinds[0]);
-    while (networking && k < n_kinds && strcmp(kinds[k].kind, kind->scalar) != 0)
-        k++;
     if (!istio)
         return; /* Pod, Service, Deployment, ConfigMap ... belong to Kubernetes */
-    if (!networking || k == n_kinds) {
+    size_t k = 0, n_kinds = sizeof(kinds) / sizeof(kinds[0]);
+    while (k < n_kinds && (strlen(kinds[k].group) != group_len ||
+                           strncmp(api->scalar, kinds[k].group, group_len) != 0 ||
+                           strcmp(kinds[k].kind, kind->scalar) != 0))
+        k++;
+    if (k == n_kinds) {
         warn(ld, kind, "%s is not applied by weir yet; ignored", kind->scalar);
         return;
     }
-    if (strcmp(version, "v1") != 0 && strcmp(version, "v1beta1") != 0 &&
-        strcmp(version, "v1alpha3") != 0) {
-        err_field(ld, root, "apiVersion",
-                  "%s has no version \"%s\"; use " ISTIO_NETWORKING "/v1, v1beta1 or v1alpha3",
-                  kind->scalar, version);
+    const char *const *versions = kinds[k].versions;
+    size_t v = 0;
+    while (versions[v] && strcmp(versions[v], version) != 0)
+        v++;
+    if (versions[v] == NULL) {
+        weir_buf_t use = WEIR_BUF_INIT;
+        weir_buf_appendf(&use, "%s/%s", kinds[k].group, versions[0]);
+        for (size_t i = 1; versions[i]; i++)
+            weir_buf_appendf(&use, "%s%s", versions[i + 1] ? ", " : " or ", versions[i]);
+        err_field(ld, root, "apiVersion", "%s has no version \"%s\"; use %s", kind->scalar, version,
+                  use.base);
+        weir_buf_free(&use);
         return;
     }
 
@@ -2119,6 +2445,7 @@ void weir_config_free(weir_config_t *cfg)
     free(cfg->destination_rules);
     free(cfg->service_entries);
     free(cfg->workload_entries);
+    free(cfg->peer_authentications);
     free(cfg->files);
     for (arena_block_t *b = c->arena, *next; b; b = next) {
         next = b->next;
@@ -2172,4 +2499,223 @@ const weir_service_entry_t *weir_config_find_service(const weir_config_t *cfg,
             if (strcmp(cfg->service_entries[i].hosts[j], host_fqdn) == 0)
                 return &cfg->service_entries[i];
     return NULL;
+}
+
+/* ---- mesh registry lookups ------------------------------------------------------------------ */
+
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is IPv4 for every comparison here. */
+static const uint8_t v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+static bool addr_bytes(const struct sockaddr *sa, int *family, uint8_t out[16])
+{
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        memcpy(out, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        *family = AF_INET;
+        return true;
+    }
+    if (sa != NULL && sa->sa_family == AF_INET6) {
+        const uint8_t *b = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+        bool mapped = memcmp(b, v4_mapped_prefix, sizeof(v4_mapped_prefix)) == 0;
+        memcpy(out, mapped ? b + 12 : b, mapped ? 4 : 16);
+        *family = mapped ? AF_INET : AF_INET6;
+        return true;
+    }
+    return false;
+}
+
+/* The mask of byte i of a prefix of `bits` bits: 0xff before it, 0 after, partial inside. */
+static uint8_t prefix_mask(unsigned bits, unsigned i)
+{
+    unsigned keep = bits > i * 8 ? bits - i * 8 : 0;
+    return keep >= 8 ? 0xff : (uint8_t)(0xff00u >> keep);
+}
+
+bool weir_cidr_parse(const char *text, weir_cidr_t *out)
+{
+    char ip[INET6_ADDRSTRLEN];
+    const char *slash = strchr(text, '/');
+    size_t len = slash ? (size_t)(slash - text) : strlen(text);
+    if (len == 0 || len >= sizeof(ip))
+        return false;
+    memcpy(ip, text, len);
+    ip[len] = '\0';
+    weir_cidr_t c = {.family = AF_INET, .prefix_len = 32};
+    if (inet_pton(AF_INET, ip, c.addr) != 1) {
+        c = (weir_cidr_t){.family = AF_INET6, .prefix_len = 128};
+        if (inet_pton(AF_INET6, ip, c.addr) != 1)
+            return false;
+    }
+    if (slash) {
+        const char *p = slash + 1;
+        size_t digits = strspn(p, "0123456789");
+        if (digits == 0 || digits > 3 || p[digits] != '\0' || (p[0] == '0' && digits > 1))
+            return false;
+        unsigned n = (unsigned)strtoul(p, NULL, 10);
+        if (n > c.prefix_len)
+            return false;
+        c.prefix_len = n;
+    }
+    /* ::ffff:a.b.c.d/96+n is a.b.c.d/n, so that it meets the addresses it covers as IPv4. */
+    if (c.family == AF_INET6 && c.prefix_len >= 96 &&
+        memcmp(c.addr, v4_mapped_prefix, sizeof(v4_mapped_prefix)) == 0) {
+        memmove(c.addr, c.addr + 12, 4);
+        memset(c.addr + 4, 0, 12);
+        c.family = AF_INET;
+        c.prefix_len -= 96;
+    }
+    for (unsigned i = 0; i < sizeof(c.addr); i++)
+        c.addr[i] &= prefix_mask(c.prefix_len, i);
+    *out = c;
+    return true;
+}
+
+bool weir_cidr_contains(const weir_cidr_t *cidr, const struct sockaddr *addr)
+{
+    uint8_t a[16];
+    int family;
+    if (!addr_bytes(addr, &family, a) || family != cidr->family)
+        return false;
+    for (unsigned i = 0; i * 8 < cidr->prefix_len; i++)
+        if ((a[i] & prefix_mask(cidr->prefix_len, i)) != cidr->addr[i])
+            return false;
+    return true;
+}
+
+static bool has_port(const weir_service_entry_t *se, uint32_t port)
+{
+    for (size_t i = 0; i < se->n_ports; i++)
+        if (se->ports[i].number == port)
+            return true;
+    return false;
+}
+
+const weir_service_entry_t *weir_config_service_by_address(const weir_config_t *cfg,
+                                                           const struct sockaddr *addr,
+                                                           uint32_t port)
+{
+    const weir_service_entry_t *best = NULL, *by_port = NULL;
+    unsigned best_len = 0;
+    for (size_t i = 0; cfg && i < cfg->n_service_entries; i++) {
+        const weir_service_entry_t *se = &cfg->service_entries[i];
+        if (!has_port(se, port))
+            continue;
+        if (se->n_addresses == 0 && by_port == NULL)
+            by_port = se;
+        for (size_t j = 0; se->address_ranges && j < se->n_addresses; j++) {
+            const weir_cidr_t *r = &se->address_ranges[j];
+            if ((best == NULL || r->prefix_len > best_len) && weir_cidr_contains(r, addr)) {
+                best = se;
+                best_len = r->prefix_len;
+            }
+        }
+    }
+    return best ? best : by_port;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
+const weir_workload_entry_t *weir_config_service_endpoint(const weir_config_t *cfg,
+                                                          const weir_service_entry_t *se,
+                                                          size_t *cursor)
+{
+    if (se == NULL)
+        return NULL;
+    if (!se->has_workload_selector)
+        return *cursor < se->n_endpoints ? &se->endpoints[(*cursor)++] : NULL;
+    while (cfg && *cursor < cfg->n_workload_entries) {
+        const weir_workload_entry_t *we = &cfg->workload_entries[(*cursor)++];
+        if (same_str(we->namespace, se->namespace) &&
+            weir_labels_match(&se->workload_selector, &we->labels))
+            return we;
+    }
+    return NULL;
+}
+
+void weir_string_list_free(weir_string_list_t *list)
+{
+    for (size_t i = 0; list && i < list->count; i++)
+        free(list->items[i]);
+    if (list) {
+        free(list->items);
+        *list = (weir_string_list_t){NULL, 0};
+    }
+}
+
+/* Appends s (taking it) unless the list already holds it. */
+static void string_list_add_unique(weir_string_list_t *l, size_t *cap, char *s)
+{
+    for (size_t i = 0; i < l->count; i++) {
+        if (strcmp(l->items[i], s) == 0) {
+            free(s);
+            return;
+        }
+    }
+    VEC_GROW(l->items, l->count, *cap);
+    l->items[l->count++] = s;
+}
+
+weir_string_list_t weir_config_service_accounts(const weir_config_t *cfg,
+                                                const weir_service_entry_t *se,
+                                                const char *trust_domain)
+{
+    weir_string_list_t l = {NULL, 0};
+    size_t cap = 0, cursor = 0;
+    for (const weir_workload_entry_t *we; (we = weir_config_service_endpoint(cfg, se, &cursor));) {
+        weir_buf_t id = WEIR_BUF_INIT;
+        weir_buf_appendf(&id, "spiffe://%s/ns/%s/sa/%s", trust_domain,
+                         we->namespace ? we->namespace : se->namespace,
+                         we->service_account ? we->service_account : "default");
+        string_list_add_unique(&l, &cap, id.base);
+    }
+    for (size_t i = 0; se && i < se->n_subject_alt_names; i++)
+        string_list_add_unique(&l, &cap, weir_mem_strdup(se->subject_alt_names[i]));
+    return l;
+}
+
+/* ---- PeerAuthentication precedence ---------------------------------------------------------- */
+
+/* PeerAuthentication levels, widest first. */
+enum { PA_MESH, PA_NAMESPACE, PA_WORKLOAD, PA_LEVELS, PA_NONE = -1 };
+
+/* The level at which pa applies to a workload, or PA_NONE: another namespace, labels that do
+ * not match, or a selector in the root namespace (see config.h). */
+static int pa_level(const weir_peer_authentication_t *pa, const char *root, const char *ns,
+                    const weir_labels_t *labels)
+{
+    bool in_root = same_str(pa->namespace, root);
+    if (!pa->has_selector && in_root)
+        return PA_MESH;
+    if (in_root || !same_str(pa->namespace, ns))
+        return PA_NONE;
+    if (!pa->has_selector)
+        return PA_NAMESPACE;
+    return weir_labels_match(&pa->selector, labels) ? PA_WORKLOAD : PA_NONE;
+}
+
+weir_mtls_mode_t weir_config_peer_authentication_mode(const weir_config_t *cfg,
+                                                      const char *root_namespace,
+                                                      const char *workload_ns,
+                                                      const weir_labels_t *workload_labels,
+                                                      uint32_t port)
+{
+    const char *root = root_namespace ? root_namespace : WEIR_ROOT_NAMESPACE;
+    const weir_peer_authentication_t *level[PA_LEVELS] = {NULL, NULL, NULL};
+    for (size_t i = 0; cfg && i < cfg->n_peer_authentications; i++) {
+        const weir_peer_authentication_t *pa = &cfg->peer_authentications[i];
+        int at = pa_level(pa, root, workload_ns, workload_labels);
+        if (at != PA_NONE && level[at] == NULL)
+            level[at] = pa; /* the oldest of its level */
+    }
+    weir_mtls_mode_t mode = WEIR_MTLS_PERMISSIVE;
+    for (int i = 0; i < PA_LEVELS; i++)
+        if (level[i] && level[i]->mode != WEIR_MTLS_UNSET)
+            mode = level[i]->mode;
+    const weir_peer_authentication_t *w = level[PA_WORKLOAD];
+    for (size_t i = 0; port && w && i < w->n_port_mtls; i++)
+        if (w->port_mtls[i].port == port && w->port_mtls[i].mode != WEIR_MTLS_UNSET)
+            mode = w->port_mtls[i].mode;
+    return mode;
 }

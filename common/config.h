@@ -4,6 +4,7 @@
  * are read in name order), every document of each, and keeps the kinds weir knows:
  *   networking.istio.io/{v1alpha3,v1beta1,v1}: Gateway, VirtualService, DestinationRule,
  *                                              ServiceEntry, WorkloadEntry
+ *   security.istio.io/{v1beta1,v1}:            PeerAuthentication
  * Other Kubernetes objects (Pod, Service, Deployment, ConfigMap ...) are skipped quietly.
  * Unknown fields are warnings with their place; invalid values and dangling references
  * (a subset no DestinationRule defines, a gateway no Gateway names) are errors. Istio fields
@@ -27,6 +28,12 @@
 #include <stdint.h>
 
 #include "common/diag.h"
+
+struct sockaddr;
+
+/* Istio's default root namespace (meshConfig.rootNamespace): selector-less PeerAuthentications
+ * there are mesh-wide. */
+#define WEIR_ROOT_NAMESPACE "istio-system"
 
 /* Where a resource or field was written, for diagnostics and /config_dump. */
 typedef struct {
@@ -202,9 +209,40 @@ typedef enum {
     WEIR_LB_PASSTHROUGH
 } weir_lb_policy_t;
 
+/* ClientTLSSettings.mode, in the proto's order. */
+typedef enum {
+    WEIR_CLIENT_TLS_DISABLE, /* Istio's default (enum value 0) */
+    WEIR_CLIENT_TLS_SIMPLE,
+    WEIR_CLIENT_TLS_MUTUAL,
+    WEIR_CLIENT_TLS_ISTIO_MUTUAL
+} weir_client_tls_mode_t;
+
+/* DestinationRule trafficPolicy.tls: how this proxy originates TLS to the endpoints. Validated
+ * as Istio's validateTLS: MUTUAL needs clientCertificate and privateKey unless credentialName
+ * names them; credentialName excludes the file fields; insecureSkipVerify excludes what would
+ * verify. ISTIO_MUTUAL (mesh certificates) takes no certificate field at all (the proto says
+ * they "should be empty"; Istio would ignore them, weir refuses them); its sni and
+ * subjectAltNames still apply, as in Istio's buildAutoMtlsSettings. NULL / 0: not given. */
+typedef struct {
+    weir_client_tls_mode_t mode;
+    char *client_certificate; /* file paths, as Istio's */
+    char *private_key;
+    char *ca_certificates;
+    char *credential_name;
+    char **subject_alt_names; /* ISTIO_MUTUAL without them: the service's accounts */
+    size_t n_subject_alt_names;
+    char *sni;
+    bool insecure_skip_verify;
+} weir_client_tls_t;
+
+/* The blocks of a TrafficPolicy. A subset's policy is merged with the top level's at load,
+ * block by block as Istio's MergeTrafficPolicy: a block the subset sets replaces the top
+ * level's whole, one it does not set is inherited. */
 typedef struct {
     bool has_lb;
     weir_lb_policy_t lb;
+    bool has_tls; /* false: no `tls`, i.e. auto mTLS (istio-semantics.md 3.5) */
+    weir_client_tls_t tls;
 } weir_traffic_policy_t;
 
 typedef struct {
@@ -254,11 +292,27 @@ typedef struct {
     weir_place_t place;
 } weir_workload_entry_t;
 
+/* An IP range: an exact address is a /32 or /128. Parsed once at load. */
+typedef struct {
+    int family;          /* AF_INET or AF_INET6 */
+    unsigned prefix_len; /* 0..32 or 0..128 */
+    uint8_t addr[16];    /* network order, host bits cleared; IPv4 uses the first 4 bytes */
+} weir_cidr_t;
+
+/* Parses "10.0.0.1", "10.96.0.0/16", "fd00::1" or "fd00::/8" (no zone, no leading zeros in
+ * the prefix length). Host bits after the prefix are cleared, as Go's netip masks them. */
+bool weir_cidr_parse(const char *text, weir_cidr_t *out);
+/* Whether the address of a sockaddr_in / sockaddr_in6 (its port ignored) lies in the range.
+ * An IPv4-mapped IPv6 address (::ffff:a.b.c.d, what a dual-stack socket reports) is matched
+ * as the IPv4 address. */
+bool weir_cidr_contains(const weir_cidr_t *cidr, const struct sockaddr *addr);
+
 typedef struct {
     char *name, *namespace;
     char **hosts; /* resolved FQDNs */
     size_t n_hosts;
-    char **addresses;
+    char **addresses;            /* as written: IPs and CIDRs */
+    weir_cidr_t *address_ranges; /* addresses[i], parsed; n_addresses of them */
     size_t n_addresses;
     weir_service_port_t *ports;
     size_t n_ports;
@@ -268,8 +322,37 @@ typedef struct {
     weir_labels_t workload_selector;
     weir_workload_entry_t *endpoints; /* inline endpoints[] */
     size_t n_endpoints;
+    char **subject_alt_names; /* extra identities its endpoints may present */
+    size_t n_subject_alt_names;
     weir_place_t place;
 } weir_service_entry_t;
+
+/* PeerAuthentication mtls.mode, in the proto's order. */
+typedef enum {
+    WEIR_MTLS_UNSET, /* inherit from the wider level; PERMISSIVE when none sets a mode */
+    WEIR_MTLS_DISABLE,
+    WEIR_MTLS_PERMISSIVE,
+    WEIR_MTLS_STRICT
+} weir_mtls_mode_t;
+
+/* One portLevelMtls entry. The key is the workload (container) port, not a service port. */
+typedef struct {
+    uint32_t port;
+    weir_mtls_mode_t mode;
+    weir_place_t place;
+} weir_port_mtls_t;
+
+typedef struct {
+    char *name, *namespace;
+    /* selector.matchLabels, non-empty: a workload-level policy. Absent or empty (Istio treats
+     * both alike): namespace-wide, or mesh-wide in the root namespace. */
+    bool has_selector;
+    weir_labels_t selector;
+    weir_mtls_mode_t mode;       /* UNSET when mtls or its mode is omitted */
+    weir_port_mtls_t *port_mtls; /* only with a selector, as Istio's validation requires */
+    size_t n_port_mtls;
+    weir_place_t place;
+} weir_peer_authentication_t;
 
 typedef struct weir_config {
     weir_gateway_t *gateways;
@@ -282,6 +365,8 @@ typedef struct weir_config {
     size_t n_service_entries;
     weir_workload_entry_t *workload_entries;
     size_t n_workload_entries;
+    weir_peer_authentication_t *peer_authentications;
+    size_t n_peer_authentications;
     char **files; /* every file read, in order; the strings places point to */
     size_t n_files;
 } weir_config_t;
@@ -308,5 +393,68 @@ const weir_subset_t *weir_destination_rule_subset(const weir_destination_rule_t 
 /* The ServiceEntry that lists an FQDN among its hosts (first in load order), or NULL. */
 const weir_service_entry_t *weir_config_find_service(const weir_config_t *cfg,
                                                      const char *host_fqdn);
+
+/* The ServiceEntry that a connection to addr:port (an original destination) is for, or NULL
+ * (then the sidecar passes the connection through, ALLOW_ANY). `port` is the service port
+ * number; the port inside addr is ignored; addr may be NULL (only the port is then known).
+ * Precedence, as Envoy's listeners and filter-chain matches that Istio builds from them:
+ *  1. a ServiceEntry with that port number whose `addresses` contain the IP; the longest
+ *     prefix wins (an exact IP is a /32 or /128), then the first in load order;
+ *  2. else the first ServiceEntry WITHOUT addresses that has that port number: Istio
+ *     identifies an address-less service by its port only (the 0.0.0.0:<port> listener).
+ *     HTTP on such a port is still routed by Host afterwards, as Envoy does. */
+const weir_service_entry_t *weir_config_service_by_address(const weir_config_t *cfg,
+                                                           const struct sockaddr *addr,
+                                                           uint32_t port);
+
+/* The endpoints of a ServiceEntry, one per call: its inline endpoints, or (workloadSelector)
+ * the WorkloadEntries of its namespace whose labels match, in load order. Start with
+ * *cursor = 0; returns NULL after the last. */
+const weir_workload_entry_t *weir_config_service_endpoint(const weir_config_t *cfg,
+                                                          const weir_service_entry_t *se,
+                                                          size_t *cursor);
+
+/* A list of strings the caller owns. */
+typedef struct {
+    char **items;
+    size_t count;
+} weir_string_list_t;
+
+void weir_string_list_free(weir_string_list_t *list);
+
+/* The identities a client may accept from the endpoints of a service (what ISTIO_MUTUAL
+ * verifies the server's URI SAN against, istio-semantics.md 3.5): for every endpoint,
+ * `spiffe://<trust_domain>/ns/<endpoint namespace>/sa/<serviceAccount>`, then the
+ * ServiceEntry's subjectAltNames as written; duplicates dropped, first occurrence kept.
+ * An endpoint without serviceAccount counts as "default": a WorkloadEntry stands for a pod
+ * here, and a pod without serviceAccountName runs as "default" (Istio itself adds nothing for
+ * a WorkloadEntry without one). An empty list means no identity is known. trust_domain is
+ * taken as given ("cluster.local" by default in Istio); the caller validates it. Free the
+ * result with weir_string_list_free(). */
+weir_string_list_t weir_config_service_accounts(const weir_config_t *cfg,
+                                                const weir_service_entry_t *se,
+                                                const char *trust_domain);
+
+/* The mTLS mode a workload's inbound port accepts, by Istio's PeerAuthentication precedence
+ * (pilot/pkg/security/authn/policy_applier.go ComposePeerAuthentication), narrowest first:
+ *   port-level mode of the workload-level PA (portLevelMtls[port])
+ *   > workload-level PA: a selector matching workload_labels, in workload_ns
+ *   > namespace-wide PA: no selector, in workload_ns
+ *   > mesh-wide PA: no selector, in root_namespace (NULL: WEIR_ROOT_NAMESPACE)
+ *   > PERMISSIVE.
+ * UNSET at a level inherits the next wider one. When several PAs fit one level, the oldest,
+ * i.e. the first in load order, is the only one used (its portLevelMtls included). port 0
+ * skips the port level. Returns DISABLE, PERMISSIVE or STRICT, never UNSET.
+ * A PA WITH a selector in the root namespace is ignored, for every workload: Istio's API doc
+ * says such a selector "additionally matches workloads in all namespaces", but Istio's code
+ * takes workload-level policies only outside the root namespace ("the one with selector and
+ * not in root namespace") and drops the rest, and what the proxies receive is what weir
+ * follows (istio-semantics.md 4.1 says the same). The loader warns about such a PA in
+ * WEIR_ROOT_NAMESPACE. */
+weir_mtls_mode_t weir_config_peer_authentication_mode(const weir_config_t *cfg,
+                                                      const char *root_namespace,
+                                                      const char *workload_ns,
+                                                      const weir_labels_t *workload_labels,
+                                                      uint32_t port);
 
 #endif

@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <ftw.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -788,7 +791,8 @@ static void test_service_entry(void **state)
                                  "    ports: {https: 9443}\n"
                                  "    labels: {zone: a}\n"
                                  "    serviceAccount: api\n"
-                                 "  - address: \"2001:db8::1\"\n",
+                                 "  - address: \"2001:db8::1\"\n"
+                                 "  subjectAltNames: [spiffe://cluster.local/ns/shop/sa/legacy]\n",
                                  &d);
     assert_int_equal(d.count, 0);
     const weir_service_entry_t *se = &cfg->service_entries[0];
@@ -797,6 +801,12 @@ static void test_service_entry(void **state)
     assert_string_equal(se->hosts[1], "inventory.shop.svc.cluster.local");
     assert_int_equal(se->n_addresses, 2);
     assert_string_equal(se->addresses[1], "10.96.1.0/24");
+    assert_int_equal(se->address_ranges[0].family, AF_INET);
+    assert_int_equal(se->address_ranges[0].prefix_len, 32);
+    assert_int_equal(se->address_ranges[1].prefix_len, 24);
+    assert_memory_equal(se->address_ranges[1].addr, "\x0a\x60\x01\x00", 4);
+    assert_int_equal(se->n_subject_alt_names, 1);
+    assert_string_equal(se->subject_alt_names[0], "spiffe://cluster.local/ns/shop/sa/legacy");
     assert_int_equal(se->n_ports, 2);
     assert_string_equal(se->ports[0].protocol, "TLS");
     assert_int_equal(se->ports[0].target_port, 8443);
@@ -816,6 +826,557 @@ static void test_service_entry(void **state)
     assert_int_equal(ep->place.line, 12);
     assert_string_equal(se->endpoints[1].address, "2001:db8::1");
     assert_ptr_equal(weir_config_find_service(cfg, "inventory.shop.svc.cluster.local"), se);
+    weir_config_free(cfg);
+    weir_diags_clear(&d);
+}
+
+/* ---- DestinationRule client TLS ------------------------------------------------------------- */
+
+static void test_client_tls(void **state)
+{
+    weir_diags_t d = WEIR_DIAGS_INIT;
+    weir_config_t *cfg = load_ok(
+        "apiVersion: networking.istio.io/v1\n"
+        "kind: DestinationRule\n"
+        "metadata: {name: a}\n"
+        "spec:\n"
+        "  host: a.example.com\n"
+        "  trafficPolicy:\n"
+        "    loadBalancer: {simple: RANDOM}\n"
+        "    tls:\n"
+        "      mode: SIMPLE\n"
+        "      caCertificates: /etc/ca.pem\n"
+        "      subjectAltNames: [a.example.com, a.example.net]\n"
+        "      sni: a.example.com\n"
+        "  subsets:\n"
+        "  - {name: inherit}\n"
+        "  - {name: lb-only, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}\n"
+        "  - {name: mesh, trafficPolicy: {tls: {mode: ISTIO_MUTUAL, sni: x.example.com}}}\n"
+        "  - name: mutual\n"
+        "    trafficPolicy:\n"
+        "      tls: {mode: MUTUAL, client_certificate: /c.pem, privateKey: /k.pem,\n"
+        "            insecureSkipVerify: true}\n"
+        "  - {name: off, trafficPolicy: {tls: {}}}\n"
+        "---\n"
+        "apiVersion: networking.istio.io/v1\n"
+        "kind: DestinationRule\n"
+        "metadata: {name: b}\n"
+        "spec:\n"
+        "  host: b.example.com\n"
+        "  subsets:\n"
+        "  - {name: none}\n"
+        "  - {name: cred, trafficPolicy: {tls: {mode: MUTUAL, credentialName: b-cert}}}\n",
+        &d);
+    assert_int_equal(d.count, 0);
+    const weir_destination_rule_t *a = weir_config_find_destination_rule(cfg, "a.example.com");
+    const weir_client_tls_t *t = &a->policy.tls;
+    assert_true(a->policy.has_tls);
+    assert_int_equal(t->mode, WEIR_CLIENT_TLS_SIMPLE);
+    assert_string_equal(t->ca_certificates, "/etc/ca.pem");
+    assert_null(t->client_certificate);
+    assert_null(t->private_key);
+    assert_null(t->credential_name);
+    assert_int_equal(t->n_subject_alt_names, 2);
+    assert_string_equal(t->subject_alt_names[1], "a.example.net");
+    assert_string_equal(t->sni, "a.example.com");
+    assert_false(t->insecure_skip_verify);
+
+    /* MergeTrafficPolicy block by block: each block the subset does not set is inherited. */
+    const weir_subset_t *s = weir_destination_rule_subset(a, "inherit");
+    assert_true(s->policy.has_tls);
+    assert_int_equal(s->policy.tls.mode, WEIR_CLIENT_TLS_SIMPLE);
+    assert_string_equal(s->policy.tls.sni, "a.example.com");
+    assert_int_equal(s->policy.lb, WEIR_LB_RANDOM);
+    s = weir_destination_rule_subset(a, "lb-only");
+    assert_int_equal(s->policy.lb, WEIR_LB_ROUND_ROBIN);
+    assert_true(s->policy.has_tls);
+    assert_int_equal(s->policy.tls.mode, WEIR_CLIENT_TLS_SIMPLE);
+    /* A subset's tls replaces the top level's whole: nothing of SIMPLE's leaks into it. */
+    s = weir_destination_rule_subset(a, "mesh");
+    assert_int_equal(s->policy.lb, WEIR_LB_RANDOM);
+    assert_int_equal(s->policy.tls.mode, WEIR_CLIENT_TLS_ISTIO_MUTUAL);
+    assert_string_equal(s->policy.tls.sni, "x.example.com");
+    assert_null(s->policy.tls.ca_certificates);
+    assert_int_equal(s->policy.tls.n_subject_alt_names, 0);
+    s = weir_destination_rule_subset(a, "mutual");
+    assert_int_equal(s->policy.tls.mode, WEIR_CLIENT_TLS_MUTUAL);
+    assert_string_equal(s->policy.tls.client_certificate, "/c.pem");
+    assert_string_equal(s->policy.tls.private_key, "/k.pem");
+    assert_true(s->policy.tls.insecure_skip_verify);
+    /* `tls: {}` is an explicit DISABLE, not "no tls" (which would be auto mTLS). */
+    s = weir_destination_rule_subset(a, "off");
+    assert_true(s->policy.has_tls);
+    assert_int_equal(s->policy.tls.mode, WEIR_CLIENT_TLS_DISABLE);
+
+    const weir_destination_rule_t *b = weir_config_find_destination_rule(cfg, "b.example.com");
+    assert_false(b->policy.has_tls);
+    assert_false(weir_destination_rule_subset(b, "none")->policy.has_tls);
+    s = weir_destination_rule_subset(b, "cred");
+    assert_true(s->policy.has_tls);
+    assert_string_equal(s->policy.tls.credential_name, "b-cert");
+    weir_config_free(cfg);
+    weir_diags_clear(&d);
+}
+
+/* ---- PeerAuthentication --------------------------------------------------------------------- */
+
+/* "k=v,k=v" as labels, into the caller's items and buf (which the labels point into). */
+static weir_labels_t labels_of_spec(const char *spec, weir_label_t *items, size_t cap,
+                                    char *buf, size_t buf_size)
+{
+    weir_labels_t l = {items, 0};
+    assert_true(strlen(spec) < buf_size);
+    strcpy(buf, spec);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        assert_non_null(eq);
+        assert_true(l.count < cap);
+        *eq = '\0';
+        items[l.count++] = (weir_label_t){tok, eq + 1};
+    }
+    return l;
+}
+
+static const char *const pa_yaml =
+    /* mesh-wide STRICT; a selector in the root namespace and a later mesh-wide are ignored */
+    "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+    "metadata: {name: default, namespace: istio-system}\n"
+    "spec: {mtls: {mode: STRICT}}\n"
+    "---\n"
+    "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+    "metadata: {name: root-selector, namespace: istio-system}\n"
+    "spec: {selector: {matchLabels: {app: web}}, mtls: {mode: DISABLE}}\n"
+    "---\n"
+    "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\n"
+    "metadata: {name: mesh-later, namespace: istio-system}\n"
+    "spec: {mtls: {mode: DISABLE}}\n"
+    "---\n"
+    /* shop: namespace-wide UNSET (inherits the mesh) */
+    "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+    "metadata: {name: ns, namespace: shop}\n"
+    "spec: {mtls: {}}\n"
+    "---\n"
+    "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+    "metadata: {name: web, namespace: shop}\n"
+    "spec:\n"
+    "  selector: {matchLabels: {app: web}}\n"
+    "  mtls: {mode: PERMISSIVE}\n"
+    "  portLevelMtls:\n"
+    "    8080: {mode: DISABLE}\n"
+    "    \"9090\": {mode: UNSET}\n"
+    "    9443: {mode: STRICT}\n"
+    "    9000:\n"
+    "---\n"
+    "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+    "metadata: {name: db, namespace: shop}\n"
+    "spec:\n"
+    "  selector: {matchLabels: {app: db}}\n"
+    "  portLevelMtls: {5432: {mode: DISABLE}}\n"
+    "---\n"
+    /* matches app=web,version=v2 too, but shop/web is older: it is not used at all */
+    "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+    "metadata: {name: web-later, namespace: shop}\n"
+    "spec:\n"
+    "  selector: {matchLabels: {app: web, version: v2}}\n"
+    "  mtls: {mode: STRICT}\n"
+    "  portLevelMtls: {8080: {mode: STRICT}, 7070: {mode: DISABLE}}\n"
+    "---\n"
+    /* other: namespace-wide DISABLE; api's workload PA inherits it */
+    "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+    "metadata: {name: ns, namespace: other}\n"
+    "spec: {mtls: {mode: DISABLE}}\n"
+    "---\n"
+    "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+    "metadata: {name: api, namespace: other}\n"
+    "spec:\n"
+    "  selector: {matchLabels: {app: api}}\n"
+    "  portLevelMtls: {8080: {mode: PERMISSIVE}}\n";
+
+static void test_peer_authentication_parse(void **state)
+{
+    weir_diags_t d = WEIR_DIAGS_INIT;
+    weir_config_t *cfg = load_ok(pa_yaml, &d);
+    char *out = printed(&d);
+    assert_string_equal(out, "mem.yaml:9:18: warning: selector: ignored in the root namespace "
+                             "\"istio-system\", as Istio ignores it; without a selector the "
+                             "PeerAuthentication applies mesh-wide\n"
+                             "mem.yaml:14:7: warning: PeerAuthentication istio-system/default at "
+                             "mem.yaml:1:1 already applies to namespace \"istio-system\"; only "
+                             "the first is used\n");
+    assert_int_equal(cfg->n_peer_authentications, 9);
+    const weir_peer_authentication_t *pa = &cfg->peer_authentications[0];
+    assert_string_equal(pa->name, "default");
+    assert_string_equal(pa->namespace, "istio-system");
+    assert_false(pa->has_selector);
+    assert_int_equal(pa->mode, WEIR_MTLS_STRICT);
+    assert_int_equal(pa->n_port_mtls, 0);
+    assert_int_equal(pa->place.line, 1);
+    assert_int_equal(cfg->peer_authentications[3].mode, WEIR_MTLS_UNSET);
+
+    pa = &cfg->peer_authentications[4];
+    assert_string_equal(pa->name, "web");
+    assert_true(pa->has_selector);
+    assert_string_equal(weir_labels_get(&pa->selector, "app"), "web");
+    assert_int_equal(pa->mode, WEIR_MTLS_PERMISSIVE);
+    assert_int_equal(pa->n_port_mtls, 4);
+    static const struct {
+        uint32_t port;
+        weir_mtls_mode_t mode;
+    } ports[] = {{8080, WEIR_MTLS_DISABLE},
+                 {9090, WEIR_MTLS_UNSET},
+                 {9443, WEIR_MTLS_STRICT},
+                 {9000, WEIR_MTLS_UNSET}}; /* a null entry inherits */
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(pa->port_mtls[i].port, ports[i].port);
+        assert_int_equal(pa->port_mtls[i].mode, ports[i].mode);
+    }
+    assert_int_equal(pa->port_mtls[0].place.line, 28);
+    assert_int_equal(pa->port_mtls[0].place.col, 5);
+    assert_int_equal(cfg->peer_authentications[5].mode, WEIR_MTLS_UNSET); /* mtls omitted */
+    free(out);
+    weir_config_free(cfg);
+    weir_diags_clear(&d);
+}
+
+static void test_peer_authentication_precedence(void **state)
+{
+    static const struct {
+        const char *root, *ns, *labels;
+        uint32_t port;
+        weir_mtls_mode_t want;
+        const char *why;
+    } cases[] = {
+        {"istio-system", "plain", "", 80, WEIR_MTLS_STRICT, "mesh-wide only"},
+        {NULL, "plain", "app=web", 80, WEIR_MTLS_STRICT, "NULL root is istio-system"},
+        {NULL, "plain", "app=web", 8080, WEIR_MTLS_STRICT, "no workload PA: no port level"},
+        {NULL, "shop", "app=cart", 80, WEIR_MTLS_STRICT, "namespace UNSET inherits the mesh"},
+        {NULL, "shop", "app=web", 80, WEIR_MTLS_PERMISSIVE, "workload beats namespace, mesh"},
+        {NULL, "shop", "app=web,zone=a", 80, WEIR_MTLS_PERMISSIVE, "selector is a subset"},
+        {NULL, "shop", "app=web", 8080, WEIR_MTLS_DISABLE, "port level beats workload"},
+        {NULL, "shop", "app=web", 9090, WEIR_MTLS_PERMISSIVE, "port UNSET inherits workload"},
+        {NULL, "shop", "app=web", 9000, WEIR_MTLS_PERMISSIVE, "port null inherits workload"},
+        {NULL, "shop", "app=web", 9443, WEIR_MTLS_STRICT, "port level STRICT"},
+        {NULL, "shop", "app=web", 0, WEIR_MTLS_PERMISSIVE, "port 0 skips the port level"},
+        {NULL, "shop", "app=web,version=v2", 80, WEIR_MTLS_PERMISSIVE, "oldest workload PA"},
+        {NULL, "shop", "app=web,version=v2", 8080, WEIR_MTLS_DISABLE, "oldest's port level"},
+        {NULL, "shop", "app=web,version=v2", 7070, WEIR_MTLS_PERMISSIVE,
+         "a newer workload PA's port level is not used"},
+        {NULL, "shop", "app=db", 80, WEIR_MTLS_STRICT, "workload UNSET, namespace UNSET: mesh"},
+        {NULL, "shop", "app=db", 5432, WEIR_MTLS_DISABLE, "port level over UNSET levels"},
+        {NULL, "other", "app=api", 80, WEIR_MTLS_DISABLE, "workload UNSET inherits namespace"},
+        {NULL, "other", "app=api", 8080, WEIR_MTLS_PERMISSIVE, "port level in other"},
+        {NULL, "other", "app=web", 8080, WEIR_MTLS_DISABLE, "shop's selector stays in shop"},
+        {NULL, "other", "", 80, WEIR_MTLS_DISABLE, "namespace beats mesh"},
+        {NULL, "istio-system", "app=web", 80, WEIR_MTLS_STRICT, "root selector is ignored"},
+        {NULL, "istio-system", "", 80, WEIR_MTLS_STRICT, "oldest mesh-wide PA"},
+        /* Another root: istio-system is then an ordinary namespace, and no PA is mesh-wide. */
+        {"mesh-root", "plain", "", 80, WEIR_MTLS_PERMISSIVE, "no PA at all"},
+        {"mesh-root", "istio-system", "", 80, WEIR_MTLS_STRICT, "now namespace-wide"},
+        {"mesh-root", "istio-system", "app=web", 80, WEIR_MTLS_DISABLE, "now workload level"},
+        {"mesh-root", "shop", "app=cart", 80, WEIR_MTLS_PERMISSIVE, "UNSET all the way"},
+        {"mesh-root", "shop", "app=web", 8080, WEIR_MTLS_DISABLE, "port level still applies"},
+        {"shop", "shop", "app=web", 8080, WEIR_MTLS_PERMISSIVE,
+         "shop as root: its selectors are ignored, its UNSET namespace PA is mesh-wide"},
+        {"shop", "other", "app=api", 8080, WEIR_MTLS_PERMISSIVE, "other's PAs still apply"},
+    };
+    weir_diags_t d = WEIR_DIAGS_INIT;
+    weir_config_t *cfg = load_ok(pa_yaml, &d);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        weir_label_t items[8];
+        char buf[128];
+        weir_labels_t l = labels_of_spec(cases[i].labels, items, 8, buf, sizeof(buf));
+        weir_mtls_mode_t got = weir_config_peer_authentication_mode(
+            cfg, cases[i].root, cases[i].ns, &l, cases[i].port);
+        if (got != cases[i].want)
+            fail_msg("case %zu (%s): ns %s labels {%s} port %u: got %d, want %d", i, cases[i].why,
+                     cases[i].ns, cases[i].labels, cases[i].port, got, cases[i].want);
+    }
+    weir_config_free(cfg);
+    weir_diags_clear(&d);
+
+    /* No PA, or only UNSET ones: PERMISSIVE. A DISABLE mesh survives UNSET at every level. */
+    weir_labels_t web = labels_of_spec("app=web", (weir_label_t[2]){0}, 2, (char[16]){0}, 16);
+    assert_int_equal(weir_config_peer_authentication_mode(NULL, NULL, "shop", &web, 80),
+                     WEIR_MTLS_PERMISSIVE);
+    assert_int_equal(weir_config_peer_authentication_mode(NULL, NULL, "shop", NULL, 80),
+                     WEIR_MTLS_PERMISSIVE);
+    static const char *const unset_yaml =
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+        "metadata: {name: default, namespace: istio-system}\n"
+        "spec: {mtls: {mode: %s}}\n"
+        "---\n"
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+        "metadata: {name: ns, namespace: shop}\n"
+        "---\n"
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+        "metadata: {name: web, namespace: shop}\n"
+        "spec: {selector: {matchLabels: {app: web}}, mtls: {mode: UNSET},\n"
+        "       portLevelMtls: {8080: {mode: UNSET}}}\n";
+    static const struct {
+        const char *mesh;
+        weir_mtls_mode_t want;
+    } chain[] = {{"UNSET", WEIR_MTLS_PERMISSIVE},
+                 {"DISABLE", WEIR_MTLS_DISABLE},
+                 {"STRICT", WEIR_MTLS_STRICT}};
+    for (size_t i = 0; i < 3; i++) {
+        char text[1024];
+        FMT(text, unset_yaml, chain[i].mesh);
+        cfg = load_ok(text, &d);
+        for (uint32_t port = 0; port <= 8080; port += 8080)
+            assert_int_equal(weir_config_peer_authentication_mode(cfg, NULL, "shop", &web, port),
+                             chain[i].want);
+        weir_config_free(cfg);
+    }
+    assert_int_equal(d.count, 0);
+    weir_diags_clear(&d);
+}
+
+/* ---- the mesh registry ---------------------------------------------------------------------- */
+
+/* A sockaddr for an IP literal, v4 or v6. */
+static const struct sockaddr *sockaddr_of(const char *ip, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, ip, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+    } else {
+        assert_int_equal(inet_pton(AF_INET6, ip, &sin6->sin6_addr), 1);
+        sin6->sin6_family = AF_INET6;
+    }
+    return (const struct sockaddr *)ss;
+}
+
+static void test_cidr(void **state)
+{
+    static const struct {
+        const char *cidr, *ip;
+        bool want;
+    } cases[] = {
+        {"10.96.0.10", "10.96.0.10", true},
+        {"10.96.0.10", "10.96.0.11", false},
+        {"10.96.0.10/32", "10.96.0.10", true},
+        {"10.96.0.10/32", "10.96.0.11", false},
+        {"10.96.0.0/16", "10.96.255.255", true},
+        {"10.96.0.0/16", "10.97.0.0", false},
+        {"10.96.7.7/16", "10.96.1.1", true}, /* host bits cleared */
+        {"10.96.0.0/12", "10.111.1.1", true},
+        {"10.96.0.0/12", "10.112.0.0", false},
+        {"10.0.0.0/31", "10.0.0.1", true},
+        {"10.0.0.0/31", "10.0.0.2", false},
+        {"0.0.0.0/0", "203.0.113.9", true},
+        {"0.0.0.0/0", "2001:db8::1", false}, /* another family */
+        {"0.0.0.0/0", "::ffff:203.0.113.9", true},
+        {"10.96.0.10", "::ffff:10.96.0.10", true}, /* a dual-stack socket's IPv4 peer */
+        {"::ffff:10.96.0.0/112", "10.96.3.4", true},
+        {"::ffff:10.96.0.0/112", "10.97.3.4", false},
+        {"fd00::/8", "fd12:3456::1", true},
+        {"fd00::/8", "fe80::1", false},
+        {"fd00::/8", "10.0.0.1", false},
+        {"2001:db8::1", "2001:db8::1", true},
+        {"2001:db8::1/128", "2001:db8::2", false},
+        {"2001:db8::/127", "2001:db8::1", true},
+        {"2001:db8::/127", "2001:db8::2", false},
+        {"2001:db8:0:0:8000::/65", "2001:db8::8000:0:0:1", true},
+        {"2001:db8:0:0:8000::/65", "2001:db8::1", false},
+        {"::/0", "2001:db8::1", true},
+        {"::/0", "10.0.0.1", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        weir_cidr_t c;
+        struct sockaddr_storage ss;
+        if (!weir_cidr_parse(cases[i].cidr, &c))
+            fail_msg("case %zu: \"%s\" does not parse", i, cases[i].cidr);
+        if (weir_cidr_contains(&c, sockaddr_of(cases[i].ip, &ss)) != cases[i].want)
+            fail_msg("case %zu: %s in %s should be %d", i, cases[i].ip, cases[i].cidr,
+                     cases[i].want);
+    }
+    static const char *const bad[] = {
+        "",           "/8",          "10.0.0.0/",   "10.0.0.0/33", "10.0.0.0/08", "10.0.0.0/-1",
+        "10.0.0.0/+8", "10.0.0.0/8/8", "10.0.0.0/ 8", "10.0.0",      "10.0.0.256", "010.0.0.1",
+        "fd00::/129", "fd00::/1000",  "fe80::1%eth0", "web",         " 10.0.0.1",  "10.0.0.1 ",
+        "fd00::1/64x",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        weir_cidr_t c;
+        if (weir_cidr_parse(bad[i], &c))
+            fail_msg("\"%s\" should not parse", bad[i]);
+    }
+    weir_cidr_t c;
+    assert_true(weir_cidr_parse("::ffff:10.1.2.3", &c));
+    assert_int_equal(c.family, AF_INET);
+    assert_int_equal(c.prefix_len, 32);
+    assert_true(weir_cidr_parse("fd00::ff/120", &c));
+    assert_int_equal(c.family, AF_INET6);
+    assert_int_equal(c.addr[15], 0);
+    assert_false(weir_cidr_contains(&c, NULL));
+}
+
+static const char *const registry_yaml =
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: net}\n"
+    "spec: {hosts: [net.example.com], addresses: [10.96.0.0/16],\n"
+    "       ports: [{number: 5432, name: pg}, {number: 80, name: http}]}\n"
+    "---\n"
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db}\n"
+    "spec: {hosts: [db.example.com], addresses: [192.0.2.1, 10.96.0.10],\n"
+    "       ports: [{number: 5432, name: pg}]}\n"
+    "---\n"
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: net-twin}\n"
+    "spec: {hosts: [twin.example.com], addresses: [10.96.0.0/16], ports: [{number: 80, name: h}]}\n"
+    "---\n"
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: v6}\n"
+    "spec: {hosts: [v6.example.com], addresses: [\"fd00::/8\"], ports: [{number: 80, name: h}]}\n"
+    "---\n"
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: all}\n"
+    "spec: {hosts: [all.example.com], addresses: [0.0.0.0/0], ports: [{number: 443, name: t}]}\n"
+    "---\n"
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: by-port}\n"
+    "spec: {hosts: [by-port.example.com], ports: [{number: 9000, name: tcp, protocol: TCP}]}\n"
+    "---\n"
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: by-port-2}\n"
+    "spec: {hosts: [by-port-2.example.com], ports: [{number: 9000, name: tcp},\n"
+    "                                               {number: 80, name: http}]}\n";
+
+static void test_service_by_address(void **state)
+{
+    static const struct {
+        const char *ip; /* NULL: no address */
+        uint32_t port;
+        const char *want; /* ServiceEntry name, NULL: none */
+    } cases[] = {
+        {"10.96.0.10", 5432, "db"},         /* an exact IP beats the /16 listed before it */
+        {"::ffff:10.96.0.10", 5432, "db"},  /* the same, from a dual-stack socket */
+        {"192.0.2.1", 5432, "db"},
+        {"10.96.3.3", 5432, "net"},
+        {"10.96.0.10", 80, "net"},          /* db has no port 80: the range that has */
+        {"10.96.3.3", 80, "net"},           /* equal prefixes: the first in load order */
+        {"10.97.0.1", 80, "by-port-2"},     /* no address matches: address-less by port */
+        {"fd00::1", 80, "v6"},
+        {"fe80::1", 80, "by-port-2"},
+        {"203.0.113.5", 443, "all"},        /* /0 */
+        {"2001:db8::5", 443, NULL},         /* not IPv4, and no address-less port 443 */
+        {"203.0.113.5", 9000, "by-port"},   /* the first address-less one with the port */
+        {NULL, 9000, "by-port"},
+        {NULL, 5432, NULL},                 /* only services with addresses have 5432 */
+        {"10.96.0.10", 1234, NULL},         /* no service has the port */
+    };
+    weir_diags_t d = WEIR_DIAGS_INIT;
+    weir_config_t *cfg = load_ok(registry_yaml, &d);
+    assert_int_equal(d.count, 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct sockaddr_storage ss;
+        const struct sockaddr *sa = cases[i].ip ? sockaddr_of(cases[i].ip, &ss) : NULL;
+        const weir_service_entry_t *se = weir_config_service_by_address(cfg, sa, cases[i].port);
+        const char *got = se ? se->name : NULL;
+        if ((got == NULL) != (cases[i].want == NULL) ||
+            (got && strcmp(got, cases[i].want) != 0))
+            fail_msg("case %zu: %s:%u gave %s, want %s", i, cases[i].ip ? cases[i].ip : "-",
+                     cases[i].port, got ? got : "none", cases[i].want ? cases[i].want : "none");
+    }
+    assert_null(weir_config_service_by_address(NULL, NULL, 80));
+    weir_config_free(cfg);
+    weir_diags_clear(&d);
+}
+
+static void test_service_accounts(void **state)
+{
+    weir_diags_t d = WEIR_DIAGS_INIT;
+    weir_config_t *cfg = load_ok(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+        "metadata: {name: web, namespace: shop}\n"
+        "spec:\n"
+        "  hosts: [web]\n"
+        "  location: MESH_INTERNAL\n"
+        "  resolution: STATIC\n"
+        "  ports: [{number: 80, name: http}]\n"
+        "  workloadSelector: {labels: {app: web}}\n"
+        "  subjectAltNames: [spiffe://cluster.local/ns/shop/sa/web, spiffe://legacy/ns/x/sa/y]\n"
+        "---\n"
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
+        "metadata: {name: web-1, namespace: shop}\n"
+        "spec: {address: 10.0.0.1, labels: {app: web}, serviceAccount: web}\n"
+        "---\n"
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
+        "metadata: {name: web-2, namespace: shop}\n"
+        "spec: {address: 10.0.0.2, labels: {app: web, version: v2}}\n"
+        "---\n"
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
+        "metadata: {name: web-3, namespace: shop}\n"
+        "spec: {address: 10.0.0.3, labels: {app: web}, serviceAccount: web}\n"
+        "---\n"
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
+        "metadata: {name: web-other-ns, namespace: other}\n"
+        "spec: {address: 10.0.0.4, labels: {app: web}, serviceAccount: intruder}\n"
+        "---\n"
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
+        "metadata: {name: api-1, namespace: shop}\n"
+        "spec: {address: 10.0.0.5, labels: {app: api}, serviceAccount: api}\n"
+        "---\n"
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+        "metadata: {name: ext, namespace: edge}\n"
+        "spec:\n"
+        "  hosts: [ext.example.com]\n"
+        "  resolution: STATIC\n"
+        "  ports: [{number: 443, name: tls, protocol: TLS}]\n"
+        "  endpoints: [{address: 192.0.2.1, serviceAccount: gw}, {address: 192.0.2.2}]\n"
+        "---\n"
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+        "metadata: {name: empty, namespace: edge}\n"
+        "spec: {hosts: [empty.example.com], ports: [{number: 80, name: http}]}\n",
+        &d);
+    assert_int_equal(d.count, 0);
+    const weir_service_entry_t *web = weir_config_find_service(cfg, "web.shop.svc.cluster.local");
+    const weir_service_entry_t *ext = weir_config_find_service(cfg, "ext.example.com");
+    const weir_service_entry_t *empty = weir_config_find_service(cfg, "empty.example.com");
+
+    /* The endpoints: the same namespace's matching WorkloadEntries, in load order. */
+    size_t cursor = 0;
+    static const char *const web_eps[] = {"web-1", "web-2", "web-3"};
+    for (size_t i = 0; i < 3; i++)
+        assert_string_equal(weir_config_service_endpoint(cfg, web, &cursor)->name, web_eps[i]);
+    assert_null(weir_config_service_endpoint(cfg, web, &cursor));
+    assert_null(weir_config_service_endpoint(cfg, web, &cursor));
+    cursor = 0;
+    assert_string_equal(weir_config_service_endpoint(cfg, ext, &cursor)->address, "192.0.2.1");
+    assert_string_equal(weir_config_service_endpoint(cfg, ext, &cursor)->address, "192.0.2.2");
+    assert_null(weir_config_service_endpoint(cfg, ext, &cursor));
+    cursor = 0;
+    assert_null(weir_config_service_endpoint(cfg, NULL, &cursor));
+
+    static const struct {
+        const char *host, *td;
+        const char *want[4];
+    } cases[] = {
+        {"web.shop.svc.cluster.local", "cluster.local",
+         {"spiffe://cluster.local/ns/shop/sa/web", "spiffe://cluster.local/ns/shop/sa/default",
+          "spiffe://legacy/ns/x/sa/y"}},
+        {"web.shop.svc.cluster.local", "example.org",
+         {"spiffe://example.org/ns/shop/sa/web", "spiffe://example.org/ns/shop/sa/default",
+          "spiffe://cluster.local/ns/shop/sa/web", "spiffe://legacy/ns/x/sa/y"}},
+        {"ext.example.com", "cluster.local",
+         {"spiffe://cluster.local/ns/edge/sa/gw", "spiffe://cluster.local/ns/edge/sa/default"}},
+        {"empty.example.com", "cluster.local", {NULL}},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const weir_service_entry_t *se = weir_config_find_service(cfg, cases[i].host);
+        weir_string_list_t l = weir_config_service_accounts(cfg, se, cases[i].td);
+        size_t n = 0;
+        while (n < 4 && cases[i].want[n])
+            n++;
+        assert_int_equal(l.count, n);
+        for (size_t j = 0; j < n; j++)
+            assert_string_equal(l.items[j], cases[i].want[j]);
+        weir_string_list_free(&l);
+        assert_null(l.items);
+        assert_int_equal(l.count, 0);
+    }
+    assert_ptr_equal(empty, weir_config_find_service(cfg, "empty.example.com"));
+    weir_string_list_t none = weir_config_service_accounts(cfg, NULL, "cluster.local");
+    assert_int_equal(none.count, 0);
+    weir_string_list_free(&none);
+    weir_string_list_free(NULL);
     weir_config_free(cfg);
     weir_diags_clear(&d);
 }
@@ -866,6 +1427,8 @@ static const char *const golden_cases[] = {
     "zero_weights",    "missing_name",    "duplicate_resource", "bad_api_version",
     "wrong_type",      "string_match",    "gateway_tls",        "service_entry",
     "direct_response", "unknown_fields",  "not_applied",        "does_not_exist",
+    "peer_authentication", "peer_authentication_shadowed", "client_tls",
+    "service_entry_addresses",
 };
 
 int main(void)
@@ -880,6 +1443,12 @@ int main(void)
         cmocka_unit_test(test_gateway),
         cmocka_unit_test(test_subset_policy_merge),
         cmocka_unit_test(test_service_entry),
+        cmocka_unit_test(test_client_tls),
+        cmocka_unit_test(test_peer_authentication_parse),
+        cmocka_unit_test(test_peer_authentication_precedence),
+        cmocka_unit_test(test_cidr),
+        cmocka_unit_test(test_service_by_address),
+        cmocka_unit_test(test_service_accounts),
         cmocka_unit_test(test_resolve_host),
         cmocka_unit_test(test_labels),
     };
