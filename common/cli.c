@@ -108,6 +108,21 @@ int weir_cli_parse(weir_cli_t *cli, int argc, char **argv, int first)
         } else if (strcmp(a, "--stream-idle-timeout") == 0) {
             if (parse_seconds(a, v, &cli->stream_idle_timeout_s) < 0)
                 return -1;
+        } else if (strcmp(a, "--service-account") == 0) {
+            cli->service_account = v;
+        } else if (strcmp(a, "--certs") == 0) {
+            cli->certs_dir = v;
+        } else if (strcmp(a, "--inbound-port") == 0 || strcmp(a, "--outbound-port") == 0) {
+            char *end;
+            unsigned long port = strtoul(v, &end, 10);
+            if (*end != '\0' || port == 0 || port > 65535) {
+                fprintf(stderr, "weir: %s: expected a port 1..65535, got \"%s\"\n", a, v);
+                return -1;
+            }
+            if (a[2] == 'i')
+                cli->inbound_port = (unsigned)port;
+            else
+                cli->outbound_port = (unsigned)port;
         } else if (strcmp(a, "--connect-timeout") == 0) {
             if (parse_seconds(a, v, &cli->connect_timeout_s) < 0)
                 return -1;

@@ -20,6 +20,9 @@ typedef struct {
     weir_access_log_format_t log_format;
     weir_log_level_t log_level;
     double request_headers_timeout_s, idle_timeout_s, stream_idle_timeout_s, connect_timeout_s;
+    const char *service_account; /* --service-account (sidecar) */
+    const char *certs_dir;       /* --certs: root-cert.pem, cert-chain.pem, key.pem */
+    unsigned inbound_port, outbound_port; /* --inbound-port, --outbound-port (sidecar) */
 } weir_cli_t;
 
 /* Parses argv[first..argc). `defaults` fill what is not given. Prints the problem and returns

@@ -5,6 +5,8 @@
 #include "common/cli.h"
 #include "common/config.h"
 #include "common/diag.h"
+#include "agent/iptables.h"
+#include "agent/sidecar.h"
 #include "gateway/gateway.h"
 
 static void usage(FILE *out)
@@ -15,6 +17,12 @@ static void usage(FILE *out)
           "                [--log-format text|json] [--log-level debug|info|warning|error]\n"
           "                [--request-headers-timeout S] [--idle-timeout S]\n"
           "                [--stream-idle-timeout S] [--connect-timeout S]\n"
+          "  weir sidecar  -c PATH [-c PATH ...] --labels app=httpd,version=v1\n"
+          "                --namespace default --service-account httpd [--certs DIR]\n"
+          "                [--inbound-port 15006] [--outbound-port 15001] (and the options above)\n"
+          "  weir iptables [--proxy-uid 1337] [--proxy-gid 1337] [--inbound-port 15006]\n"
+          "                [--outbound-port 15001] [--exclude-inbound-ports 15000,15021,15090]\n"
+          "                [--exclude-outbound-ports P,...] [--dry-run] [--cleanup]\n"
           "  weir validate -c PATH [-c PATH ...]\n"
           "  weir version\n",
           out);
@@ -54,6 +62,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "gateway") == 0)
         return weir_gateway_main(argc, argv, 2);
+    if (strcmp(cmd, "iptables") == 0)
+        return weir_iptables_main(argc, argv, 2);
+    if (strcmp(cmd, "sidecar") == 0)
+        return weir_sidecar_main(argc, argv, 2);
     if (strcmp(cmd, "validate") == 0)
         return validate_main(argc, argv);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {

@@ -39,13 +39,26 @@
 typedef struct listener {
     uv_tcp_t tcp;
     uint32_t port;
+    weir_listener_opts_t opts;
     struct listener *next;
 } listener_t;
+
+/* An endpoint weir reaches without a cluster from the config: the app behind an inbound port,
+ * or an outbound original destination no service knows (Envoy's InboundPassthroughCluster and
+ * PassthroughCluster). Inbound targets live for the process, one per port; passthrough
+ * targets are made per connection, since the destination is anyone's guess. */
+typedef struct {
+    weir_cluster_t cluster; /* only name, host and port are meaningful */
+    weir_endpoint_t endpoint;
+    char name[48];
+} adhoc_target_t;
 
 typedef struct stream stream_t;
 
 typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADERS, TIMER_STREAM, TIMER_CONNECT, TIMER_NEXT,
                TIMER_LINGER } timer_mode_t;
+
+typedef struct upstream upstream_t;
 
 typedef struct downstream {
     uv_tcp_t tcp;
@@ -53,6 +66,11 @@ typedef struct downstream {
     timer_mode_t timer_mode;
     int open_handles;
     uint32_t port;
+    weir_listener_kind_t kind;
+    struct sockaddr_storage orig_dst; /* sidecar listeners: where the client was going */
+    uint32_t orig_port;
+    adhoc_target_t *passthrough; /* outbound to an unknown destination: owned */
+    upstream_t *raw_up; /* plain TCP relay mode: no HTTP parsing on this connection */
     weir_http_parser_t *parser;
     stream_t *stream;
     weir_buf_t pending; /* input read but not parsed: a pipelined next request */
@@ -64,7 +82,7 @@ typedef struct downstream {
     struct downstream *prev, *next; /* all connections, for shutdown */
 } downstream_t;
 
-typedef struct upstream {
+struct upstream {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     weir_pool_link_t link;
@@ -72,8 +90,9 @@ typedef struct upstream {
     weir_http_parser_t *parser;
     stream_t *stream; /* NULL while idle in the pool */
     char local[INET6_ADDRSTRLEN + 8];
-    bool connected, closing, idle, reading, reusable;
-} upstream_t;
+    bool connected, closing, idle, reading, reusable, read_eof;
+    downstream_t *raw_down; /* plain TCP relay: the client side */
+};
 
 struct stream {
     downstream_t *down;
@@ -116,6 +135,8 @@ static void up_update_reading(upstream_t *u);
 static void stream_finish(stream_t *s);
 static void stream_abort(stream_t *s, const char *flag, const char *details);
 static void stream_after_io(stream_t *s);
+static void relay_start(downstream_t *d);
+static void relay_update(downstream_t *d);
 
 void weir_proxy_options_default(weir_proxy_options_t *o)
 {
@@ -126,6 +147,7 @@ void weir_proxy_options_default(weir_proxy_options_t *o)
     o->stream_idle_timeout_ms = 300 * 1000;
     o->connect_timeout_ms = 10 * 1000;
     o->server_name = "istio-envoy";
+    o->inbound_source_address = "127.0.0.6";
 }
 
 void weir_proxy_init(const weir_proxy_options_t *o)
@@ -408,7 +430,13 @@ static void up_close(upstream_t *u)
     if (u->stream && u->stream->up == u)
         u->stream->up = NULL;
     u->stream = NULL;
+    downstream_t *partner = u->raw_down;
+    u->raw_down = NULL;
     uv_close((uv_handle_t *)&u->tcp, up_close_cb);
+    if (partner) {
+        partner->raw_up = NULL;
+        down_close(partner);
+    }
 }
 
 static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h);
@@ -468,11 +496,17 @@ static void up_update_reading(upstream_t *u)
     }
 }
 
+static void relay_connected(upstream_t *u, int status);
+
 static void up_connect_cb(uv_connect_t *req, int status)
 {
     upstream_t *u = req->data;
     if (status == UV_ECANCELED || u->closing)
         return;
+    if (u->raw_down) {
+        relay_connected(u, status);
+        return;
+    }
     stream_t *s = u->stream;
     if (status < 0) {
         weir_log_debug("connect to %s failed: %s", weir_upstream_pool_name(u->pool),
@@ -499,6 +533,34 @@ static void up_connect_cb(uv_connect_t *req, int status)
     }
 }
 
+/* Starts a new connection to the pool's address; *out is set even on failure (then it is
+ * closing). Connections to the app behind an inbound port come from the inbound source
+ * address, which the pod's iptables rules let through uncaptured. */
+static int up_open(weir_upstream_pool_t *pool, bool from_inbound_source, upstream_t **out)
+{
+    upstream_t *u = weir_mem_calloc(1, sizeof(*u));
+    *out = u;
+    u->pool = weir_upstream_pool_ref(pool);
+    u->parser = weir_http_parser_new(WEIR_HTTP_RESPONSE, &up_cbs, u);
+    uv_tcp_init(weir_loop(), &u->tcp);
+    u->tcp.data = u;
+    u->connect_req.data = u;
+    int rc = 0;
+    if (from_inbound_source && options.inbound_source_address) {
+        struct sockaddr_in src;
+        rc = uv_ip4_addr(options.inbound_source_address, 0, &src);
+        if (rc == 0)
+            rc = uv_tcp_bind(&u->tcp, (const struct sockaddr *)&src, 0);
+    }
+    socklen_t alen;
+    const struct sockaddr *addr = weir_upstream_pool_addr(pool, &alen);
+    if (rc == 0)
+        rc = uv_tcp_connect(&u->connect_req, &u->tcp, addr, up_connect_cb);
+    if (rc < 0)
+        up_close(u);
+    return rc;
+}
+
 /* Leases an idle connection to the endpoint or opens one. */
 static void up_attach(stream_t *s, weir_endpoint_t *ep)
 {
@@ -508,17 +570,7 @@ static void up_attach(stream_t *s, weir_endpoint_t *ep)
         u = container_of(l, upstream_t, link);
         u->idle = false;
     } else {
-        u = weir_mem_calloc(1, sizeof(*u));
-        u->pool = weir_upstream_pool_ref(ep->pool);
-        u->parser = weir_http_parser_new(WEIR_HTTP_RESPONSE, &up_cbs, u);
-        uv_tcp_init(weir_loop(), &u->tcp);
-        u->tcp.data = u;
-        u->connect_req.data = u;
-        socklen_t alen;
-        const struct sockaddr *addr = weir_upstream_pool_addr(ep->pool, &alen);
-        int rc = uv_tcp_connect(&u->connect_req, &u->tcp, addr, up_connect_cb);
-        if (rc < 0) {
-            up_close(u);
+        if (up_open(ep->pool, s->down->kind == WEIR_LISTENER_INBOUND, &u) < 0) {
             reply_upstream_failure(s, 503, "UF",
                                    "upstream_reset_before_response_started{connection_failure}",
                                    "connection failure");
@@ -533,11 +585,17 @@ static void up_attach(stream_t *s, weir_endpoint_t *ep)
     up_update_reading(u);
 }
 
+static void relay_up_read(upstream_t *u, ssize_t nread, const uv_buf_t *buf);
+
 static void up_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
 {
     upstream_t *u = h->data;
     if (nread == 0)
         return;
+    if (u->raw_down) {
+        relay_up_read(u, nread, buf);
+        return;
+    }
     if (u->idle) {
         /* data or EOF on an idle connection: the server closed or misbehaves; drop it */
         up_close(u);
@@ -752,7 +810,7 @@ static void build_upstream_head(stream_t *s, const weir_route_t *route)
     const weir_http_head_t *h = s->req;
     weir_buf_t *o = &s->up_pending;
     weir_buf_t path = WEIR_BUF_INIT;
-    bool rewritten = weir_route_rewrite_path(route, h->target, h->target_len, &path);
+    bool rewritten = route && weir_route_rewrite_path(route, h->target, h->target_len, &path);
     weir_buf_append(o, h->method, h->method_len);
     weir_buf_append(o, " ", 1);
     if (rewritten)
@@ -760,7 +818,8 @@ static void build_upstream_head(stream_t *s, const weir_route_t *route)
     else
         weir_buf_append(o, h->target, h->target_len);
     weir_buf_append_str(o, " HTTP/1.1\r\n");
-    const char *new_authority = route->rule->has_rewrite ? route->rule->rewrite.authority : NULL;
+    const char *new_authority =
+        route && route->rule->has_rewrite ? route->rule->rewrite.authority : NULL;
     bool host_written = false;
     for (size_t i = 0; i < h->n_headers; i++) {
         const weir_http_header_t *f = &h->headers[i];
@@ -821,11 +880,89 @@ static void prepare_request_fields(stream_t *s, downstream_t *d)
     }
 }
 
+static const weir_labels_t no_labels;
+
+/* Fills an ad-hoc target for addr; takes a pool reference. */
+static void adhoc_init(adhoc_target_t *t, const char *cluster_name, const struct sockaddr_storage *addr)
+{
+    char ip[INET6_ADDRSTRLEN], host_port[INET6_ADDRSTRLEN + 8];
+    sockaddr_to_text(addr, ip, sizeof(ip), host_port, sizeof(host_port));
+    snprintf(t->name, sizeof(t->name), "%s", cluster_name);
+    t->cluster.name = t->name;
+    t->cluster.host = "";
+    t->cluster.endpoints = &t->endpoint;
+    t->cluster.n_endpoints = 1;
+    weir_endpoint_t *ep = &t->endpoint;
+    ep->address = weir_mem_strdup(ip);
+    ep->host_port = weir_mem_strdup(host_port);
+    ep->port = addr->ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)addr)->sin6_port)
+                                           : ntohs(((const struct sockaddr_in *)addr)->sin_port);
+    memcpy(&ep->addr, addr, sizeof(*addr));
+    ep->addr_len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                               : sizeof(struct sockaddr_in);
+    ep->labels = &no_labels;
+    ep->service_account = "default";
+    ep->pool = weir_upstream_pool_acquire(host_port, (const struct sockaddr *)addr, ep->addr_len);
+}
+
+static void adhoc_free(adhoc_target_t *t)
+{
+    if (t == NULL)
+        return;
+    weir_upstream_pool_unref(t->endpoint.pool);
+    free(t->endpoint.address);
+    free(t->endpoint.host_port);
+    free(t);
+}
+
+/* The app behind an inbound port: 127.0.0.1:<port>, one target per port for the process. */
+static adhoc_target_t *inbound_target(uint32_t port)
+{
+    static adhoc_target_t **targets;
+    static size_t n_targets;
+    for (size_t i = 0; i < n_targets; i++) {
+        if (targets[i]->endpoint.port == port)
+            return targets[i];
+    }
+    adhoc_target_t *t = weir_mem_calloc(1, sizeof(*t));
+    struct sockaddr_storage ss;
+    uv_ip4_addr("127.0.0.1", (int)port, (struct sockaddr_in *)&ss);
+    char name[48];
+    snprintf(name, sizeof(name), "inbound|%u||", port);
+    adhoc_init(t, name, &ss);
+    targets = weir_mem_realloc(targets, (n_targets + 1) * sizeof(*targets));
+    targets[n_targets++] = t;
+    return t;
+}
+
+static adhoc_target_t *passthrough_target(downstream_t *d)
+{
+    if (d->passthrough == NULL) {
+        d->passthrough = weir_mem_calloc(1, sizeof(*d->passthrough));
+        adhoc_init(d->passthrough, "PassthroughCluster", &d->orig_dst);
+    }
+    return d->passthrough;
+}
+
+/* Sends the request to one endpoint chosen without load balancing. */
+static void forward_to(stream_t *s, adhoc_target_t *t)
+{
+    s->cluster = &t->cluster;
+    s->endpoint = &t->endpoint;
+    t->endpoint.active_requests++;
+    t->endpoint.total_requests++;
+    build_upstream_head(s, NULL);
+    if (s->req->expect_continue && !s->req_complete)
+        weir_buf_append_str(&s->down->out, "HTTP/1.1 100 Continue\r\n\r\n");
+    up_attach(s, &t->endpoint);
+}
+
 static void route_request(stream_t *s)
 {
     downstream_t *d = s->down;
     const weir_http_head_t *h = s->req;
-    const weir_listener_spec_t *spec = weir_snapshot_listener(s->snap, d->port);
+    const weir_listener_spec_t *spec =
+        d->kind == WEIR_LISTENER_GATEWAY ? weir_snapshot_listener(s->snap, d->port) : NULL;
     const weir_http_header_t *host = h->host_index >= 0 ? &h->headers[h->host_index] : NULL;
     weir_route_request_t rr = {
         .method = h->method,
@@ -844,11 +981,28 @@ static void route_request(stream_t *s)
         local_reply(s, 403, "-", "upgrade_failed", NULL, 0, NULL);
         return;
     }
-    if (spec == NULL || !path_is_origin_form(h)) {
+    if (!path_is_origin_form(h)) {
         local_reply(s, 404, "NR", "route_not_found", NULL, 0, NULL);
         return;
     }
-    if (spec->https_redirect) {
+    if (d->kind == WEIR_LISTENER_INBOUND) {
+        forward_to(s, inbound_target(d->orig_port));
+        return;
+    }
+    const weir_route_table_t *table = NULL;
+    if (d->kind == WEIR_LISTENER_OUTBOUND) {
+        table = weir_snapshot_outbound_routes(s->snap, d->orig_port);
+        if (table == NULL || weir_router_find_vhost(table, rr.authority, rr.authority_len) == NULL) {
+            forward_to(s, passthrough_target(d)); /* a host no service declares: ALLOW_ANY */
+            return;
+        }
+    } else if (spec == NULL) {
+        local_reply(s, 404, "NR", "route_not_found", NULL, 0, NULL);
+        return;
+    } else {
+        table = spec->routes;
+    }
+    if (spec && spec->https_redirect) {
         weir_buf_t loc = WEIR_BUF_INIT;
         weir_buf_append_str(&loc, "location: https://");
         /* the https URL gets the default port: drop the request's (after any [v6]) */
@@ -868,7 +1022,7 @@ static void route_request(stream_t *s)
         weir_buf_free(&loc);
         return;
     }
-    const weir_route_t *route = weir_router_match(spec->routes, &rr);
+    const weir_route_t *route = weir_router_match(table, &rr);
     if (route == NULL) {
         local_reply(s, 404, "NR", "route_not_found", NULL, 0, NULL);
         return;
@@ -979,6 +1133,7 @@ static void down_handle_closed(uv_handle_t *h)
     weir_http_parser_free(d->parser);
     weir_buf_free(&d->pending);
     weir_buf_free(&d->out);
+    adhoc_free(d->passthrough);
     free(d);
 }
 
@@ -1000,6 +1155,12 @@ static void down_close(downstream_t *d)
             up_close(s->up);
         d->stream = NULL;
         stream_free(s);
+    }
+    if (d->raw_up) {
+        upstream_t *u = d->raw_up;
+        d->raw_up = NULL;
+        u->raw_down = NULL;
+        up_close(u);
     }
     if (d->prev)
         d->prev->next = d->next;
@@ -1105,11 +1266,17 @@ static void down_process(downstream_t *d, const char *data, size_t len)
         down_update_reading(d);
 }
 
+static void relay_down_read(downstream_t *d, ssize_t nread, const uv_buf_t *buf);
+
 static void down_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
 {
     downstream_t *d = h->data;
     if (nread == 0)
         return;
+    if (d->raw_up) {
+        relay_down_read(d, nread, buf);
+        return;
+    }
     if (nread < 0) {
         d->read_eof = true;
         if (d->reading) {
@@ -1215,6 +1382,7 @@ static void on_connection(uv_stream_t *server, int status)
     d->timer.data = d;
     d->open_handles = 2;
     d->port = l->port;
+    d->kind = l->opts.kind;
     d->parser = weir_http_parser_new(WEIR_HTTP_REQUEST, &down_cbs, d);
     d->next = all_downstreams;
     if (all_downstreams)
@@ -1232,8 +1400,154 @@ static void on_connection(uv_stream_t *server, int status)
     len = sizeof(ss);
     if (uv_tcp_getsockname(&d->tcp, (struct sockaddr *)&ss, &len) == 0)
         sockaddr_to_text(&ss, NULL, 0, d->local, sizeof(d->local));
+    if (d->kind != WEIR_LISTENER_GATEWAY) {
+        int rc = l->opts.original_dst ? l->opts.original_dst(&d->tcp, &d->orig_dst) : -1;
+        d->orig_port = rc < 0 ? 0
+                       : d->orig_dst.ss_family == AF_INET6
+                           ? ntohs(((struct sockaddr_in6 *)&d->orig_dst)->sin6_port)
+                           : ntohs(((struct sockaddr_in *)&d->orig_dst)->sin_port);
+        /* Not redirected (someone connected to the capture port itself): relaying it would
+         * loop back into this listener, so Istio drops it; so do we. */
+        if (rc < 0 || d->orig_port == l->port || d->orig_port == l->opts.other_capture_port) {
+            down_close(d);
+            return;
+        }
+        sockaddr_to_text(&d->orig_dst, NULL, 0, d->local, sizeof(d->local));
+        if (d->kind == WEIR_LISTENER_OUTBOUND &&
+            weir_snapshot_outbound_routes(weir_snapshot_current(), d->orig_port) == NULL) {
+            relay_start(d);
+            return;
+        }
+    }
     set_timer(d, TIMER_IDLE, options.idle_timeout_ms);
     down_update_reading(d);
+}
+
+/* ------------------------------------------------------------------ plain TCP relay */
+
+/* A connection to a port no service uses is relayed byte for byte to its original destination
+ * (Istio's ALLOW_ANY PassthroughCluster for TCP). Each side reads only while the other's write
+ * queue is short; a FIN from one side is passed on as a shutdown of the other, and the pair
+ * closes once both directions have ended. */
+
+static void relay_update(downstream_t *d)
+{
+    upstream_t *u = d->raw_up;
+    if (u == NULL || d->closing || u->closing)
+        return;
+    if (d->read_eof && u->read_eof && queued(&d->tcp) == 0 && queued(&u->tcp) == 0) {
+        down_close(d); /* closes u too */
+        return;
+    }
+    bool down_want = u->connected && !d->read_eof && queued(&u->tcp) < WEIR_PROXY_HIGH_WATERMARK;
+    if (down_want && !d->reading) {
+        if (uv_read_start((uv_stream_t *)&d->tcp, alloc_cb, down_read_cb) == 0)
+            d->reading = true;
+    } else if (!down_want && d->reading) {
+        uv_read_stop((uv_stream_t *)&d->tcp);
+        d->reading = false;
+    }
+    bool up_want = u->connected && !u->read_eof && queued(&d->tcp) < WEIR_PROXY_HIGH_WATERMARK;
+    if (up_want && !u->reading) {
+        if (uv_read_start((uv_stream_t *)&u->tcp, alloc_cb, up_read_cb) == 0)
+            u->reading = true;
+    } else if (!up_want && u->reading) {
+        uv_read_stop((uv_stream_t *)&u->tcp);
+        u->reading = false;
+    }
+}
+
+static void relay_shutdown_done(uv_shutdown_t *req, int status)
+{
+    free(req);
+}
+
+static void relay_half_close(uv_stream_t *h)
+{
+    uv_shutdown_t *req = weir_mem_alloc(sizeof(*req));
+    if (uv_shutdown(req, h, relay_shutdown_done) < 0)
+        free(req);
+}
+
+static void relay_connected(upstream_t *u, int status)
+{
+    downstream_t *d = u->raw_down;
+    if (status < 0) {
+        weir_log_debug("passthrough connect to %s failed: %s", weir_upstream_pool_name(u->pool),
+                       uv_strerror(status));
+        down_close(d);
+        return;
+    }
+    u->connected = true;
+    uv_tcp_nodelay(&u->tcp, 1);
+    set_timer(d, TIMER_IDLE, options.idle_timeout_ms);
+    relay_update(d);
+}
+
+static void relay_down_read(downstream_t *d, ssize_t nread, const uv_buf_t *buf)
+{
+    upstream_t *u = d->raw_up;
+    if (nread < 0) {
+        d->read_eof = true;
+        uv_read_stop((uv_stream_t *)&d->tcp);
+        d->reading = false;
+        if (nread != UV_EOF) {
+            down_close(d);
+            return;
+        }
+        relay_half_close((uv_stream_t *)&u->tcp);
+        relay_update(d);
+        return;
+    }
+    set_timer(d, TIMER_IDLE, options.idle_timeout_ms);
+    weir_buf_t b = WEIR_BUF_INIT;
+    weir_buf_append(&b, buf->base, (size_t)nread);
+    if (write_buf((uv_stream_t *)&u->tcp, &b, up_write_done) < 0) {
+        weir_buf_free(&b);
+        down_close(d);
+        return;
+    }
+    relay_update(d);
+}
+
+static void relay_up_read(upstream_t *u, ssize_t nread, const uv_buf_t *buf)
+{
+    downstream_t *d = u->raw_down;
+    if (nread < 0) {
+        u->read_eof = true;
+        uv_read_stop((uv_stream_t *)&u->tcp);
+        u->reading = false;
+        if (nread != UV_EOF) {
+            down_close(d);
+            return;
+        }
+        relay_half_close((uv_stream_t *)&d->tcp);
+        relay_update(d);
+        return;
+    }
+    set_timer(d, TIMER_IDLE, options.idle_timeout_ms);
+    weir_buf_t b = WEIR_BUF_INIT;
+    weir_buf_append(&b, buf->base, (size_t)nread);
+    if (write_buf((uv_stream_t *)&d->tcp, &b, down_write_done) < 0) {
+        weir_buf_free(&b);
+        down_close(d);
+        return;
+    }
+    relay_update(d);
+}
+
+/* Starts relaying d to its original destination. */
+static void relay_start(downstream_t *d)
+{
+    adhoc_target_t *t = passthrough_target(d);
+    upstream_t *u;
+    if (up_open(t->endpoint.pool, false, &u) < 0) {
+        down_close(d);
+        return;
+    }
+    u->raw_down = d;
+    d->raw_up = u;
+    set_timer(d, TIMER_IDLE, options.connect_timeout_ms);
 }
 
 /* Write completions release backpressure: the side that was paused because this queue was
@@ -1243,21 +1557,27 @@ static void down_write_done(uv_write_t *req, int status)
     downstream_t *d = req->handle->data;
     if (!write_finished(req, status) || d->closing)
         return;
-    if (d->stream && d->stream->up)
+    if (d->raw_up)
+        relay_update(d);
+    else if (d->stream && d->stream->up)
         up_update_reading(d->stream->up);
 }
 
 static void up_write_done(uv_write_t *req, int status)
 {
     upstream_t *u = req->handle->data;
-    if (!write_finished(req, status) || u->closing || u->stream == NULL)
+    if (!write_finished(req, status) || u->closing)
         return;
-    down_update_reading(u->stream->down);
+    if (u->raw_down)
+        relay_update(u->raw_down);
+    else if (u->stream)
+        down_update_reading(u->stream->down);
 }
 
-int weir_proxy_listen(const char *bind, uint32_t port)
+int weir_proxy_listen(const char *bind, uint32_t port, const weir_listener_opts_t *opts)
 {
     listener_t *l = weir_mem_calloc(1, sizeof(*l));
+    l->opts = *opts;
     struct sockaddr_storage ss;
     int rc;
     if (strchr(bind, ':'))

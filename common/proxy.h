@@ -18,6 +18,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
 
 #define WEIR_PROXY_HIGH_WATERMARK (256 * 1024)
 #define WEIR_PROXY_LOW_WATERMARK (64 * 1024)
@@ -37,6 +39,9 @@ typedef struct {
     uint64_t connect_timeout_ms;
     /* The `server` header put on responses ("istio-envoy" as Istio's gateway does). */
     const char *server_name;
+    /* Where inbound connections to the app come from, so iptables does not capture them
+     * again (Istio's 127.0.0.6). */
+    const char *inbound_source_address;
 } weir_proxy_options_t;
 
 /* Defaults as Envoy under Istio: idle 1 h, stream idle 5 min, connect 10 s; headers 60 s. */
@@ -45,8 +50,31 @@ void weir_proxy_options_default(weir_proxy_options_t *o);
 /* Sets the options every listener uses. Call before the first listen. */
 void weir_proxy_init(const weir_proxy_options_t *o);
 
+typedef enum {
+    /* Routes by the snapshot's listener for this port (Gateway servers). */
+    WEIR_LISTENER_GATEWAY,
+    /* A sidecar's outbound capture (15001): the original destination's port selects the
+     * outbound routes; a port no service uses, or a Host no route knows, goes to the original
+     * destination unchanged (Istio's ALLOW_ANY passthrough), as plain TCP or HTTP. */
+    WEIR_LISTENER_OUTBOUND,
+    /* A sidecar's inbound capture (15006): every request goes to the app on
+     * 127.0.0.1:<original port>, connecting from inbound_source_address. */
+    WEIR_LISTENER_INBOUND
+} weir_listener_kind_t;
+
+/* Recovers where a redirected connection was going (SO_ORIGINAL_DST). 0 or a negative errno. */
+typedef int (*weir_original_dst_fn)(uv_tcp_t *accepted, struct sockaddr_storage *out);
+
+typedef struct {
+    weir_listener_kind_t kind;
+    weir_original_dst_fn original_dst; /* required for OUTBOUND and INBOUND */
+    /* The sidecar's other capture port: a connection whose original port is this listener's
+     * or this one was aimed at the proxy itself, and relaying it would loop. */
+    uint32_t other_capture_port;
+} weir_listener_opts_t;
+
 /* Starts accepting on bind:port. Returns 0 or a negative UV error. */
-int weir_proxy_listen(const char *bind, uint32_t port);
+int weir_proxy_listen(const char *bind, uint32_t port, const weir_listener_opts_t *opts);
 
 /* Stops accepting on every listener (their handles close asynchronously). */
 void weir_proxy_close_listeners(void);

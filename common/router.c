@@ -19,6 +19,10 @@ typedef struct {
     weir_route_table_t pub;
     pcre2_match_data *md;
     size_t *domain_len; /* strlen of each vhost's domain, so lookup does not measure them */
+    /* Istio's default routes (a sidecar's services with no VirtualService) are rules no YAML
+     * wrote; the table owns them. */
+    weir_http_route_t *default_rules;
+    size_t n_default_rules;
 } table_impl_t;
 
 /* ---- small string helpers ---- */
@@ -339,6 +343,111 @@ static void sort_vhosts(weir_vhost_t *v, size_t n)
     }
 }
 
+static bool service_has_port(const weir_service_entry_t *se, uint32_t port)
+{
+    for (size_t i = 0; i < se->n_ports; i++) {
+        if (se->ports[i].number == port)
+            return true;
+    }
+    return false;
+}
+
+/* A vhost routing every request to the service, for each service host on the listener's port
+ * that no VirtualService claimed (Istio BuildSidecarOutboundVirtualHosts). */
+static void add_default_routes(builder_t *b, table_impl_t *impl)
+{
+    const weir_config_t *cfg = b->cfg;
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_service_entries; i++) {
+        if (service_has_port(&cfg->service_entries[i], b->scope->listener_port))
+            n += cfg->service_entries[i].n_hosts;
+    }
+    impl->default_rules = weir_mem_calloc(n, sizeof(*impl->default_rules));
+    for (size_t i = 0; i < cfg->n_service_entries; i++) {
+        const weir_service_entry_t *se = &cfg->service_entries[i];
+        if (!service_has_port(se, b->scope->listener_port))
+            continue;
+        for (size_t h = 0; h < se->n_hosts; h++) {
+            if (is_wild(se->hosts[h]))
+                continue;
+            char *domain = lower_dup(se->hosts[h]);
+            vhost_state_t *st;
+            weir_vhost_t *vh = vhost_get(b, domain, &st);
+            free(domain);
+            if (vh->n_routes > 0)
+                continue;
+            weir_http_route_t *rule = &impl->default_rules[impl->n_default_rules++];
+            rule->action = WEIR_ACTION_ROUTE;
+            rule->n_route = 1;
+            rule->route = weir_mem_calloc(1, sizeof(*rule->route));
+            rule->route[0].destination.host = se->hosts[h];
+            rule->route[0].destination.port = b->scope->listener_port;
+            emit_route(b, vh, st, NULL, rule, NULL);
+            st->closed = true;
+        }
+    }
+}
+
+static bool has_domain(const builder_t *b, const char *domain)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        if (strcmp(b->vhosts[i].domain, domain) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void add_alias(builder_t *b, const weir_vhost_t *target, const char *domain)
+{
+    if (has_domain(b, domain))
+        return;
+    size_t idx = (size_t)(target - b->vhosts);
+    vhost_state_t *st;
+    weir_vhost_t *alias = vhost_get(b, domain, &st);
+    const weir_vhost_t *t = &b->vhosts[idx]; /* vhost_get may have moved the array */
+    alias->routes = t->routes;
+    alias->n_routes = t->n_routes;
+    alias->shared_routes = true;
+}
+
+/* The other names a pod resolves to the same service: Kubernetes search domains give
+ * `name.ns.svc`, `name.ns` and, in the pod's own namespace, `name`; clients may also use the
+ * service's addresses as Host. Added last, once every vhost's routes are final. */
+static void add_aliases(builder_t *b)
+{
+    static const char suffix[] = ".svc.cluster.local";
+    const char *ns = b->scope->proxy_namespace;
+    size_t n = b->n;
+    for (size_t i = 0; i < n; i++) {
+        const char *d = b->vhosts[i].domain;
+        if (b->vhosts[i].shared_routes || is_wild(d))
+            continue;
+        const weir_service_entry_t *se = weir_config_find_service(b->cfg, d);
+        for (size_t a = 0; se != NULL && a < se->n_addresses; a++) {
+            if (strchr(se->addresses[a], '/') == NULL)
+                add_alias(b, &b->vhosts[i], se->addresses[a]);
+        }
+        if (!ends_with(d, suffix))
+            continue;
+        size_t base = strlen(d) - (sizeof(suffix) - 1); /* "name.ns" */
+        const char *dot = memchr(d, '.', base);
+        if (dot == NULL)
+            continue;
+        char *name_ns = weir_mem_strndup(d, base);
+        char *name_ns_svc = weir_mem_strndup(d, base + 4);
+        add_alias(b, &b->vhosts[i], name_ns_svc);
+        add_alias(b, &b->vhosts[i], name_ns);
+        size_t name_len = (size_t)(dot - d);
+        if (ns != NULL && strlen(ns) == base - name_len - 1 && memcmp(dot + 1, ns, strlen(ns)) == 0) {
+            char *name = weir_mem_strndup(d, name_len);
+            add_alias(b, &b->vhosts[i], name);
+            free(name);
+        }
+        free(name_ns);
+        free(name_ns_svc);
+    }
+}
+
 weir_route_table_t *weir_router_build(const weir_config_t *cfg, const weir_router_scope_t *scope)
 {
     table_impl_t *impl = weir_mem_calloc(1, sizeof(*impl));
@@ -360,6 +469,10 @@ weir_route_table_t *weir_router_build(const weir_config_t *cfg, const weir_route
             free(domains[d]);
         }
         free(domains);
+    }
+    if (scope->proxy_namespace != NULL && cfg != NULL) {
+        add_default_routes(&b, impl);
+        add_aliases(&b);
     }
     free(b.state);
 
@@ -386,15 +499,20 @@ void weir_router_free(weir_route_table_t *t)
     table_impl_t *impl = (table_impl_t *)t;
     for (size_t i = 0; i < t->n_vhosts; i++) {
         weir_vhost_t *vh = &t->vhosts[i];
+        free(vh->domain);
+        if (vh->shared_routes)
+            continue;
         for (size_t j = 0; j < vh->n_routes; j++) {
             free(vh->routes[j].clusters);
             free(vh->routes[j].cumulative_weight);
             free(vh->routes[j].name);
         }
         free(vh->routes);
-        free(vh->domain);
     }
     free(t->vhosts);
+    for (size_t i = 0; i < impl->n_default_rules; i++)
+        free(impl->default_rules[i].route);
+    free(impl->default_rules);
     pcre2_match_data_free(impl->md);
     free(impl->domain_len);
     free(impl);

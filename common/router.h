@@ -26,7 +26,7 @@
 #include "common/mem.h"
 
 typedef struct weir_route {
-    const weir_virtual_service_t *vs;
+    const weir_virtual_service_t *vs; /* NULL for a default route (no VirtualService) */
     const weir_http_route_t *rule;
     const weir_http_match_t *match; /* NULL: the rule has no match (catch-all) */
     /* ROUTE action: clusters[i] serves rule->route[i]; cumulative_weight[i] is the sum of
@@ -42,6 +42,7 @@ typedef struct {
     char *domain; /* "*", "*.example.com" or "example.com" (lower case) */
     weir_route_t *routes;
     size_t n_routes;
+    bool shared_routes; /* an alias: routes belong to the vhost of the service's full name */
 } weir_vhost_t;
 
 typedef struct weir_route_table {
@@ -64,6 +65,12 @@ typedef struct {
     const char *const *server_hosts;
     size_t n_server_hosts;
     uint32_t listener_port; /* match.port filter; destination port when the service has many */
+    /* Sidecars only (NULL on gateways): every ServiceEntry host with a port equal to
+     * listener_port gets a vhost, routed to that service itself when no VirtualService claims
+     * the host (Istio's default route), and is also found by the names Kubernetes DNS would
+     * resolve from a pod in this namespace (`web-service`, `web-service.default`,
+     * `web-service.default.svc`) and by the service's addresses. */
+    const char *proxy_namespace;
     weir_cluster_lookup_fn lookup;
     void *lookup_ctx;
 } weir_router_scope_t;

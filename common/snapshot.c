@@ -130,6 +130,54 @@ weir_snapshot_t *weir_snapshot_build_gateway(weir_config_t *cfg, const weir_gate
     return s;
 }
 
+static bool has_outbound_port(const weir_snapshot_t *s, uint32_t port)
+{
+    return weir_snapshot_outbound_routes(s, port) != NULL;
+}
+
+weir_snapshot_t *weir_snapshot_build_sidecar(weir_config_t *cfg, const weir_sidecar_identity_t *id,
+                                             weir_diags_t *diags)
+{
+    weir_snapshot_t *s = weir_mem_calloc(1, sizeof(*s));
+    s->refs = 1;
+    s->generation = next_generation++;
+    s->config = cfg;
+    static const char *const mesh[] = {"mesh"};
+    for (size_t i = 0; i < cfg->n_service_entries; i++) {
+        const weir_service_entry_t *se = &cfg->service_entries[i];
+        for (size_t p = 0; p < se->n_ports; p++) {
+            uint32_t port = se->ports[p].number;
+            if (has_outbound_port(s, port))
+                continue;
+            weir_router_scope_t scope = {
+                .gateway_names = mesh,
+                .n_gateway_names = 1,
+                .listener_port = port,
+                .proxy_namespace = id->namespace,
+                .lookup = lookup_cluster,
+                .lookup_ctx = s,
+            };
+            s->outbound = weir_mem_realloc(s->outbound, (s->n_outbound + 1) * sizeof(*s->outbound));
+            /* append before building: lookups during the build may add clusters, not ports */
+            s->outbound[s->n_outbound].port = port;
+            s->outbound[s->n_outbound].routes = NULL;
+            s->n_outbound++;
+            s->outbound[s->n_outbound - 1].routes = weir_router_build(cfg, &scope);
+        }
+    }
+    (void)diags;
+    return s;
+}
+
+const weir_route_table_t *weir_snapshot_outbound_routes(const weir_snapshot_t *s, uint32_t port)
+{
+    for (size_t i = 0; i < s->n_outbound; i++) {
+        if (s->outbound[i].port == port)
+            return s->outbound[i].routes;
+    }
+    return NULL;
+}
+
 weir_snapshot_t *weir_snapshot_ref(weir_snapshot_t *s)
 {
     s->refs++;
@@ -148,6 +196,9 @@ void weir_snapshot_unref(weir_snapshot_t *s)
         free(s->listeners[i].bind);
     }
     free(s->listeners);
+    for (size_t i = 0; i < s->n_outbound; i++)
+        weir_router_free(s->outbound[i].routes);
+    free(s->outbound);
     for (size_t i = 0; i < s->n_clusters; i++) {
         weir_cluster_t *c = s->clusters[i];
         for (size_t e = 0; e < c->n_endpoints; e++) {

@@ -25,12 +25,20 @@ typedef struct {
     weir_route_table_t *routes;
 } weir_listener_spec_t;
 
+/* A sidecar's outbound routes for one service port (Envoy's route config named "80"). */
+typedef struct {
+    uint32_t port;
+    weir_route_table_t *routes;
+} weir_outbound_port_t;
+
 typedef struct weir_snapshot {
     unsigned refs;
     uint64_t generation;
     weir_config_t *config;
-    weir_listener_spec_t *listeners;
+    weir_listener_spec_t *listeners; /* gateway */
     size_t n_listeners;
+    weir_outbound_port_t *outbound; /* sidecar: one per port any ServiceEntry declares */
+    size_t n_outbound;
     weir_cluster_t **clusters; /* every cluster a route reaches, built once each */
     size_t n_clusters;
 } weir_snapshot_t;
@@ -47,6 +55,24 @@ typedef struct {
  * twice with different binds) are warnings in diags. Never NULL. */
 weir_snapshot_t *weir_snapshot_build_gateway(weir_config_t *cfg, const weir_gateway_identity_t *id,
                                              weir_diags_t *diags);
+
+/* Who a sidecar is: its pod's namespace (short names and PeerAuthentication are read in it),
+ * labels and service account. */
+typedef struct {
+    const weir_labels_t *labels;
+    const char *namespace;
+    const char *service_account;
+} weir_sidecar_identity_t;
+
+/* Builds a sidecar's snapshot: for every port a ServiceEntry declares, the outbound routes of
+ * the VirtualServices that apply to the mesh plus a default route for every service host none
+ * of them claims. Takes ownership of cfg. Never NULL. */
+weir_snapshot_t *weir_snapshot_build_sidecar(weir_config_t *cfg, const weir_sidecar_identity_t *id,
+                                             weir_diags_t *diags);
+
+/* A sidecar's outbound routes for a destination port, or NULL when no service uses it (the
+ * connection is then passed through as plain TCP, Istio's ALLOW_ANY). */
+const weir_route_table_t *weir_snapshot_outbound_routes(const weir_snapshot_t *s, uint32_t port);
 
 weir_snapshot_t *weir_snapshot_ref(weir_snapshot_t *s);
 void weir_snapshot_unref(weir_snapshot_t *s);

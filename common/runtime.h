@@ -1,0 +1,31 @@
+/* common/runtime.h: what every role does around the proxy: load the config like a compiler,
+ * open the access log, apply the command-line timeouts, run the loop until SIGTERM/SIGINT,
+ * and release everything on the way out. The roles (gateway/, agent/) only decide which
+ * snapshot to build and which listeners to open. */
+#ifndef WEIR_RUNTIME_H
+#define WEIR_RUNTIME_H
+
+#include "common/cli.h"
+#include "common/config.h"
+#include "common/proxy.h"
+
+/* Options every role starts from, before parsing argv. */
+void weir_runtime_cli_defaults(weir_cli_t *cli);
+
+/* Loads every -c path. Prints diagnostics to stderr; returns NULL when there was an error. */
+weir_config_t *weir_runtime_load_config(const weir_cli_t *cli);
+
+/* Opens the access log and initialises the proxy with `opts` adjusted by the command line's
+ * timeouts. Returns 0, or prints the problem and returns -1. */
+int weir_runtime_start(const weir_cli_t *cli, weir_proxy_options_t *opts);
+
+/* Opens one listener, logging where it listens; returns 0 or -1 (logged). */
+int weir_runtime_listen(const char *bind, unsigned port, const weir_listener_opts_t *opts);
+
+/* Runs the loop until SIGTERM or SIGINT, then closes the listeners and idle connections. */
+void weir_runtime_run(void);
+
+/* Closes the access log and drops the current snapshot. */
+void weir_runtime_shutdown(void);
+
+#endif
