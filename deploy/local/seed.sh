@@ -8,12 +8,19 @@
 #   seed_gateway WEIR_BIN CONFIG ACCESS_LOG [ARG ...]
 #                              `weir gateway` in pod gw; sets SEED_GW_PID.
 #   seed_wait [TIMEOUT]        both httpd pods and the gateway accept connections.
+#   seed_sidecars WEIR_BIN CONFIG [ARG ...]
+#                              what Istio's injector adds to pods v1, v2 and client: `weir
+#                              iptables` (the init container) and `weir sidecar` as uid 1337,
+#                              with each pod's labels and service account; access logs in
+#                              $CLUSTER_DIR/sidecar-<pod>.access.log. Sets SEED_SIDECAR_PIDS.
 
 SEED_GW_IP=10.244.0.10
 SEED_V1_IP=10.244.0.11
 SEED_V2_IP=10.244.0.12
 SEED_CLIENT_IP=10.244.0.20
+SEED_WEB_VIP=10.96.0.10
 SEED_GW_PID=""
+SEED_SIDECAR_PIDS=()
 
 # The names a client uses for the ingress gateway, as in a cluster.
 SEED_GW_NAMES="gateway istio-ingressgateway istio-ingressgateway.istio-system.svc.cluster.local"
@@ -30,7 +37,8 @@ seed_pods() {
         "$SEED_V1_IP httpd-v1" "$SEED_V2_IP httpd-v2" || return 1
     pod_add v1 "$SEED_V1_IP" "$SEED_V1_IP httpd-v1 $web" || return 1
     pod_add v2 "$SEED_V2_IP" "$SEED_V2_IP httpd-v2 $web" || return 1
-    pod_add client "$SEED_CLIENT_IP" "$SEED_GW_IP $SEED_GW_NAMES web.example.com" || return 1
+    pod_add client "$SEED_CLIENT_IP" "$SEED_GW_IP $SEED_GW_NAMES web.example.com" \
+        "$SEED_WEB_VIP $web" || return 1
 
     seed_page V1 "$CLUSTER_DIR/htdocs-v1" || return 1
     seed_page V2 "$CLUSTER_DIR/htdocs-v2" || return 1
@@ -46,6 +54,40 @@ seed_gateway() {
         return 1
     # shellcheck disable=SC2034  # read by the scripts that source this file
     SEED_GW_PID=$SPAWNED_PID
+}
+
+# seed_sidecar POD LABELS SERVICE_ACCOUNT WEIR_BIN CONFIG [ARG ...]
+seed_sidecar() {
+    local pod=$1 labels=$2 sa=$3 bin=$4 config=$5
+    shift 5
+    pod_exec "$pod" "$bin" iptables >"$CLUSTER_DIR/iptables-$pod.log" 2>&1 || {
+        echo "weir iptables failed in pod $pod:" >&2
+        cat "$CLUSTER_DIR/iptables-$pod.log" >&2
+        return 1
+    }
+    # The proxy runs as uid 1337, so the rules let its own connections through; it only needs
+    # to read the config and write its access log.
+    local access="$CLUSTER_DIR/sidecar-$pod.access.log"
+    : >"$access"
+    chown 1337:1337 "$access"
+    chmod o+rx "$CLUSTER_DIR"
+    pod_spawn "$pod" "$CLUSTER_DIR/sidecar-$pod.log" \
+        setpriv --reuid=1337 --regid=1337 --clear-groups \
+        "$bin" sidecar -c "$config" --labels "$labels" --namespace default \
+        --service-account "$sa" --access-log "$access" "$@" || return 1
+    SEED_SIDECAR_PIDS+=("$SPAWNED_PID")
+}
+
+seed_sidecars() {
+    local bin=${1:?seed_sidecars WEIR_BIN CONFIG [ARG ...]} config=${2:?}
+    shift 2
+    seed_sidecar v1 app=httpd,version=v1 httpd "$bin" "$config" "$@" || return 1
+    seed_sidecar v2 app=httpd,version=v2 httpd "$bin" "$config" "$@" || return 1
+    seed_sidecar client app=sleep sleep "$bin" "$config" "$@" || return 1
+    local pod
+    for pod in v1 v2 client; do
+        wait_port "$pod" 127.0.0.1 15006 20 || { echo "sidecar of pod $pod does not listen" >&2; return 1; }
+    done
 }
 
 seed_wait() {
