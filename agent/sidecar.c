@@ -27,6 +27,7 @@ int weir_sidecar_main(int argc, char **argv, int first)
         .labels = &cli.labels,
         .namespace = cli.namespace,
         .service_account = cli.service_account,
+        .trust_domain = cli.trust_domain,
     };
     weir_snapshot_t *snap = weir_snapshot_build_sidecar(cfg, &id, &diags);
     weir_diags_print(&diags, stderr);

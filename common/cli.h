@@ -22,6 +22,7 @@ typedef struct {
     double request_headers_timeout_s, idle_timeout_s, stream_idle_timeout_s, connect_timeout_s;
     const char *service_account; /* --service-account (sidecar) */
     const char *certs_dir;       /* --certs: root-cert.pem, cert-chain.pem, key.pem */
+    const char *trust_domain;    /* --trust-domain (cluster.local) */
     unsigned inbound_port, outbound_port; /* --inbound-port, --outbound-port (sidecar) */
 } weir_cli_t;
 

@@ -79,6 +79,7 @@ static bool endpoint_init(weir_endpoint_t *ep, const weir_workload_entry_t *we,
     ep->port = (uint16_t)port;
     ep->host_port = hp.base;
     ep->labels = &we->labels;
+    ep->workload = we;
     ep->service_account = we->service_account ? we->service_account : "default";
     return true;
 }
@@ -164,6 +165,8 @@ void weir_cluster_free(weir_cluster_t *c)
     }
     free(c->endpoints);
     free(c->name);
+    free(c->sni);
+    weir_string_list_free(&c->peer_ids);
     free(c);
 }
 

@@ -22,6 +22,10 @@
 #include "common/config.h"
 #include "common/lb.h"
 
+/* How weir reaches an endpoint. ISTIO_MUTUAL: mTLS with the mesh certificates, the peer's
+ * SPIFFE ID checked against the service's identities (Istio's secure naming). */
+typedef enum { WEIR_TRANSPORT_PLAIN, WEIR_TRANSPORT_ISTIO_MUTUAL } weir_transport_t;
+
 typedef struct weir_endpoint {
     char *address;                /* "10.244.0.11" (owned) */
     uint16_t port;                /* endpoint port */
@@ -32,7 +36,11 @@ typedef struct weir_endpoint {
     const char *service_account;  /* "default" when the entry names none */
     uint32_t active_requests;     /* in flight now: LEAST_REQUEST reads it */
     uint64_t total_requests;
-    struct weir_upstream_pool *pool; /* set by the snapshot at load; NULL until then */
+    const weir_workload_entry_t *workload; /* where it came from (namespace, labels) */
+    /* Set by the snapshot at load: how to reach it (auto mTLS or the DestinationRule's tls)
+     * and the pool of idle connections made that way. */
+    weir_transport_t transport;
+    struct weir_upstream_pool *pool;
 } weir_endpoint_t;
 
 typedef struct weir_cluster {
@@ -45,6 +53,11 @@ typedef struct weir_cluster {
     weir_lb_t lb;
     weir_endpoint_t *endpoints;
     size_t n_endpoints;
+    /* For ISTIO_MUTUAL endpoints, set by the snapshot: the SNI Istio sends
+     * ("outbound_.80_.v1_.web-service.default.svc.cluster.local") and the SPIFFE IDs the
+     * server may present. Owned. */
+    char *sni;
+    weir_string_list_t peer_ids;
 } weir_cluster_t;
 
 /* Builds the cluster for (host, subset, port). port 0 means "the service's only port"; when

@@ -117,6 +117,8 @@ static void write_json(const weir_access_log_entry_t *e, const char *start)
                         json_string(dash(e->downstream_remote_address)));
     json_object_set_new(o, "requested_server_name", json_string(dash(e->requested_server_name)));
     json_object_set_new(o, "route_name", json_string(dash(e->route_name)));
+    json_object_set_new(o, "downstream_peer_uri_san", json_string(dash(e->downstream_peer_uri_san)));
+    json_object_set_new(o, "upstream_peer_uri_san", json_string(dash(e->upstream_peer_uri_san)));
     /* header values are peer bytes; jansson refuses invalid UTF-8 rather than emit bad JSON */
     char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
     if (line) {

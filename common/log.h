@@ -54,6 +54,10 @@ typedef struct {
     const char *downstream_remote_address;
     const char *requested_server_name;
     const char *route_name;
+    /* The SPIFFE IDs the two TLS peers presented (Envoy's %DOWNSTREAM_PEER_URI_SAN% and
+     * %UPSTREAM_PEER_URI_SAN%): JSON only, since Istio's text format has no place for them. */
+    const char *downstream_peer_uri_san;
+    const char *upstream_peer_uri_san;
 } weir_access_log_entry_t;
 
 void weir_access_log_write(const weir_access_log_entry_t *e);

@@ -7,6 +7,7 @@
 #include "common/diag.h"
 #include "agent/iptables.h"
 #include "agent/sidecar.h"
+#include "certs/ca.h"
 #include "gateway/gateway.h"
 
 static void usage(FILE *out)
@@ -23,6 +24,9 @@ static void usage(FILE *out)
           "  weir iptables [--proxy-uid 1337] [--proxy-gid 1337] [--inbound-port 15006]\n"
           "                [--outbound-port 15001] [--exclude-inbound-ports 15000,15021,15090]\n"
           "                [--exclude-outbound-ports P,...] [--dry-run] [--cleanup]\n"
+          "  weir certs ca    --out DIR [--trust-domain cluster.local] [--days 3650] [--force]\n"
+          "  weir certs issue --ca DIR --namespace NS --service-account SA --out DIR [--days 1]\n"
+          "                   [--force]\n"
           "  weir validate -c PATH [-c PATH ...]\n"
           "  weir version\n",
           out);
@@ -64,6 +68,8 @@ int main(int argc, char **argv)
         return weir_gateway_main(argc, argv, 2);
     if (strcmp(cmd, "iptables") == 0)
         return weir_iptables_main(argc, argv, 2);
+    if (strcmp(cmd, "certs") == 0)
+        return weir_certs_main(argc, argv, 2);
     if (strcmp(cmd, "sidecar") == 0)
         return weir_sidecar_main(argc, argv, 2);
     if (strcmp(cmd, "validate") == 0)

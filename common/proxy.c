@@ -24,11 +24,13 @@
 
 #include "common/cluster.h"
 #include "common/http_codec.h"
+#include "common/identity.h"
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/mem.h"
 #include "common/router.h"
 #include "common/snapshot.h"
+#include "common/tls.h"
 #include "common/upstream_pool.h"
 
 #define READ_BUF_SIZE (64 * 1024)
@@ -56,7 +58,7 @@ typedef struct {
 typedef struct stream stream_t;
 
 typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADERS, TIMER_STREAM, TIMER_CONNECT, TIMER_NEXT,
-               TIMER_LINGER } timer_mode_t;
+               TIMER_LINGER, TIMER_HANDSHAKE } timer_mode_t;
 
 typedef struct upstream upstream_t;
 
@@ -71,6 +73,11 @@ typedef struct downstream {
     uint32_t orig_port;
     adhoc_target_t *passthrough; /* outbound to an unknown destination: owned */
     upstream_t *raw_up; /* plain TCP relay mode: no HTTP parsing on this connection */
+    weir_tls_t *tls;    /* inbound mTLS: the server side */
+    bool tls_decided;   /* PERMISSIVE ports wait for the first bytes to choose */
+    bool handshake_done;
+    weir_buf_t sniff;   /* those first bytes, until there are enough to tell */
+    char peer_hash[65]; /* SHA-256 of the client's certificate, for XFCC; "" without one */
     weir_http_parser_t *parser;
     stream_t *stream;
     weir_buf_t pending; /* input read but not parsed: a pipelined next request */
@@ -91,6 +98,8 @@ struct upstream {
     stream_t *stream; /* NULL while idle in the pool */
     char local[INET6_ADDRSTRLEN + 8];
     bool connected, closing, idle, reading, reusable, read_eof;
+    weir_tls_t *tls;  /* ISTIO_MUTUAL: the client side of the mTLS session */
+    bool tls_ready;   /* connected, and the handshake (if any) is done: requests may flow */
     downstream_t *raw_down; /* plain TCP relay: the client side */
 };
 
@@ -115,6 +124,7 @@ struct stream {
     uint64_t start_ms, start_us, upstream_start_ms, upstream_time_ms;
     uint64_t bytes_received, bytes_sent;
     bool upstream_time_set;
+    char upstream_failure[192]; /* %UPSTREAM_TRANSPORT_FAILURE_REASON% */
 };
 
 typedef struct {
@@ -126,6 +136,7 @@ static weir_proxy_options_t options;
 static listener_t *listeners;
 static downstream_t *all_downstreams;
 static char read_buf[READ_BUF_SIZE]; /* every read is parsed before the next one starts */
+static char plain_buf[READ_BUF_SIZE]; /* decrypted bytes, also consumed before the next read */
 
 static void down_close(downstream_t *d);
 static void down_process(downstream_t *d, const char *data, size_t len);
@@ -178,6 +189,31 @@ static int write_buf(uv_stream_t *h, weir_buf_t *b, uv_write_cb done)
     return rc;
 }
 
+/* Writes b on h, encrypted first when the connection has TLS. b is left empty. */
+static int send_on(uv_stream_t *h, weir_tls_t *tls, weir_buf_t *b, uv_write_cb done)
+{
+    if (tls == NULL)
+        return write_buf(h, b, done);
+    weir_buf_t cipher = WEIR_BUF_INIT;
+    size_t off = 0;
+    while (off < b->len) {
+        size_t used = 0;
+        if (weir_tls_write(tls, b->base + off, b->len - off, &used) == WEIR_TLS_ERROR ||
+            used == 0) {
+            weir_buf_free(&cipher);
+            weir_buf_reset(b);
+            return -1;
+        }
+        off += used;
+        weir_tls_take_cipher(tls, &cipher); /* keeps the engine under its high-water mark */
+    }
+    weir_buf_reset(b);
+    weir_tls_take_cipher(tls, &cipher);
+    int rc = write_buf(h, &cipher, done);
+    weir_buf_free(&cipher); /* only when nothing was handed to the write */
+    return rc;
+}
+
 static size_t queued(uv_tcp_t *t)
 {
     return uv_stream_get_write_queue_size((uv_stream_t *)t);
@@ -189,16 +225,16 @@ static void down_flush(downstream_t *d)
         weir_buf_reset(&d->out);
         return;
     }
-    if (write_buf((uv_stream_t *)&d->tcp, &d->out, down_write_done) < 0)
+    if (send_on((uv_stream_t *)&d->tcp, d->tls, &d->out, down_write_done) < 0)
         down_close(d);
 }
 
 static void up_flush(stream_t *s)
 {
     upstream_t *u = s->up;
-    if (u == NULL || !u->connected || u->closing)
+    if (u == NULL || !u->tls_ready || u->closing)
         return;
-    if (write_buf((uv_stream_t *)&u->tcp, &s->up_pending, up_write_done) < 0)
+    if (send_on((uv_stream_t *)&u->tcp, u->tls, &s->up_pending, up_write_done) < 0)
         up_close(u);
 }
 
@@ -324,12 +360,15 @@ static void log_stream(stream_t *s)
         .user_agent = uah ? ua : NULL,
         .request_id = s->request_id,
         .authority = h->host_index >= 0 ? authority : NULL,
+        .upstream_failure = s->upstream_failure[0] ? s->upstream_failure : NULL,
         .upstream_host = s->endpoint ? s->endpoint->host_port : NULL,
         .upstream_cluster = s->cluster ? s->cluster->name : NULL,
         .upstream_local_address = s->up ? s->up->local : NULL,
         .downstream_local_address = s->down->local,
         .downstream_remote_address = s->down->remote,
         .route_name = s->route ? s->route->name : NULL,
+        .downstream_peer_uri_san = s->down->tls ? weir_tls_peer_spiffe_id(s->down->tls) : NULL,
+        .upstream_peer_uri_san = s->up && s->up->tls ? weir_tls_peer_spiffe_id(s->up->tls) : NULL,
     };
     weir_access_log_write(&e);
 }
@@ -413,6 +452,7 @@ static bool stream_upstream_failed(stream_t *s, int status, const char *flag,
 static void up_close_cb(uv_handle_t *h)
 {
     upstream_t *u = h->data;
+    weir_tls_free(u->tls);
     weir_http_parser_free(u->parser);
     weir_upstream_pool_unref(u->pool);
     free(u);
@@ -497,6 +537,8 @@ static void up_update_reading(upstream_t *u)
 }
 
 static void relay_connected(upstream_t *u, int status);
+static void up_tls_failed(upstream_t *u, stream_t *s);
+static void up_flush_cipher(upstream_t *u);
 
 static void up_connect_cb(uv_connect_t *req, int status)
 {
@@ -524,9 +566,22 @@ static void up_connect_cb(uv_connect_t *req, int status)
     int len = sizeof(ss);
     if (uv_tcp_getsockname(&u->tcp, (struct sockaddr *)&ss, &len) == 0)
         sockaddr_to_text(&ss, NULL, 0, u->local, sizeof(u->local));
+    up_update_reading(u);
+    if (u->tls) {
+        /* the ClientHello; the request waits for the handshake (the connect timer still runs) */
+        if (weir_tls_handshake(u->tls) == WEIR_TLS_ERROR) {
+            if (s)
+                up_tls_failed(u, s);
+            else
+                up_close(u);
+            return;
+        }
+        up_flush_cipher(u);
+        return;
+    }
+    u->tls_ready = true;
     if (s)
         set_timer(s->down, TIMER_STREAM, options.stream_idle_timeout_ms);
-    up_update_reading(u);
     if (s) {
         up_flush(s);
         stream_after_io(s);
@@ -536,7 +591,14 @@ static void up_connect_cb(uv_connect_t *req, int status)
 /* Starts a new connection to the pool's address; *out is set even on failure (then it is
  * closing). Connections to the app behind an inbound port come from the inbound source
  * address, which the pod's iptables rules let through uncaptured. */
-static int up_open(weir_upstream_pool_t *pool, bool from_inbound_source, upstream_t **out)
+typedef struct {
+    weir_tls_config_t *config; /* NULL: plain text */
+    const char *sni;
+    const weir_string_list_t *peer_ids; /* the SPIFFE IDs the server may present */
+} up_tls_params_t;
+
+static int up_open(weir_upstream_pool_t *pool, bool from_inbound_source, const up_tls_params_t *tp,
+                   upstream_t **out)
 {
     upstream_t *u = weir_mem_calloc(1, sizeof(*u));
     *out = u;
@@ -546,7 +608,22 @@ static int up_open(weir_upstream_pool_t *pool, bool from_inbound_source, upstrea
     u->tcp.data = u;
     u->connect_req.data = u;
     int rc = 0;
-    if (from_inbound_source && options.inbound_source_address) {
+    if (tp && tp->config) {
+        char err[128];
+        u->tls = weir_tls_new(tp->config, tp->sni, err, sizeof(err));
+        if (u->tls == NULL) {
+            weir_log_error("TLS setup for %s: %s", weir_upstream_pool_name(pool), err);
+            rc = UV_ENOMEM;
+        } else {
+            if (tp->peer_ids && tp->peer_ids->count)
+                weir_tls_expect_peer_ids(u->tls, (const char *const *)tp->peer_ids->items,
+                                         tp->peer_ids->count);
+            const struct weir_tls_session *sess = weir_upstream_pool_session(pool);
+            if (sess)
+                weir_tls_session_offer(u->tls, sess);
+        }
+    }
+    if (rc == 0 && from_inbound_source && options.inbound_source_address) {
         struct sockaddr_in src;
         rc = uv_ip4_addr(options.inbound_source_address, 0, &src);
         if (rc == 0)
@@ -570,7 +647,21 @@ static void up_attach(stream_t *s, weir_endpoint_t *ep)
         u = container_of(l, upstream_t, link);
         u->idle = false;
     } else {
-        if (up_open(ep->pool, s->down->kind == WEIR_LISTENER_INBOUND, &u) < 0) {
+        up_tls_params_t tp = {0};
+        if (ep->transport == WEIR_TRANSPORT_ISTIO_MUTUAL) {
+            tp.config = weir_identity_client();
+            tp.sni = s->cluster->sni;
+            tp.peer_ids = &s->cluster->peer_ids;
+            if (tp.config == NULL) {
+                snprintf(s->upstream_failure, sizeof(s->upstream_failure),
+                         "TLS_error:no mesh certificate (--certs) for ISTIO_MUTUAL");
+                reply_upstream_failure(s, 503, "UF",
+                                       "upstream_reset_before_response_started{connection_failure}",
+                                       "connection failure, transport failure reason: TLS error");
+                return;
+            }
+        }
+        if (up_open(ep->pool, s->down->kind == WEIR_LISTENER_INBOUND, &tp, &u) < 0) {
             reply_upstream_failure(s, 503, "UF",
                                    "upstream_reset_before_response_started{connection_failure}",
                                    "connection failure");
@@ -586,6 +677,113 @@ static void up_attach(stream_t *s, weir_endpoint_t *ep)
 }
 
 static void relay_up_read(upstream_t *u, ssize_t nread, const uv_buf_t *buf);
+
+/* The upstream closed (or its TLS did): EOF completes a response delimited by the close;
+ * anything else was cut short. */
+static void up_eof(upstream_t *u, stream_t *s)
+{
+    weir_http_parser_finish(u->parser);
+    u->reusable = false;
+    up_close(u);
+    if (s->resp_complete ||
+        stream_upstream_failed(s, 503, "UC",
+                               "upstream_reset_before_response_started{connection_termination}",
+                               "connection termination"))
+        stream_after_io(s);
+}
+
+/* Response bytes (decrypted, if the connection has TLS). */
+static void up_plain(upstream_t *u, stream_t *s, const char *data, size_t len)
+{
+    set_timer(s->down, TIMER_STREAM, options.stream_idle_timeout_ms);
+    size_t used = 0;
+    weir_http_result_t r = weir_http_parser_execute(u->parser, data, len, &used);
+    if (r == WEIR_HTTP_ERROR) {
+        weir_log_debug("bad response from %s: %s", weir_upstream_pool_name(u->pool),
+                       weir_http_parser_error_reason(u->parser));
+        up_close(u);
+        if (!stream_upstream_failed(s, 502, "UPE",
+                                    "upstream_reset_before_response_started{protocol_error}",
+                                    "protocol error"))
+            return;
+    } else if (r == WEIR_HTTP_PAUSED && used != len) {
+        u->reusable = false; /* bytes after the response: never reuse this connection */
+    }
+    stream_after_io(s);
+}
+
+static void up_flush_cipher(upstream_t *u)
+{
+    weir_buf_t b = WEIR_BUF_INIT;
+    if (!u->closing && weir_tls_take_cipher(u->tls, &b) > 0 &&
+        write_buf((uv_stream_t *)&u->tcp, &b, up_write_done) < 0)
+        up_close(u);
+    weir_buf_free(&b);
+}
+
+/* The mTLS handshake to the endpoint failed: Envoy's 503 UF with the TLS reason. */
+static void up_tls_failed(upstream_t *u, stream_t *s)
+{
+    snprintf(s->upstream_failure, sizeof(s->upstream_failure), "TLS_error:%s",
+             weir_tls_reason(u->tls));
+    weir_log_info("TLS handshake with %s failed: %s", weir_upstream_pool_name(u->pool),
+                  weir_tls_reason(u->tls));
+    up_flush_cipher(u); /* the alert, so the server knows why */
+    up_close(u);
+    if (stream_upstream_failed(s, 503, "UF",
+                               "upstream_reset_before_response_started{connection_failure}",
+                               "connection failure, transport failure reason: TLS error"))
+        stream_after_io(s);
+}
+
+/* Ciphertext from an mTLS upstream: finish the handshake (then send the request held back
+ * until now), then hand every decrypted byte to the response parser. */
+static void up_tls_input(upstream_t *u, stream_t *s, const char *data, size_t len)
+{
+    size_t off = 0;
+    for (;;) {
+        size_t fed = weir_tls_feed_cipher(u->tls, data + off, len - off);
+        off += fed;
+        if (!u->tls_ready) {
+            weir_tls_status_t st = weir_tls_handshake(u->tls);
+            up_flush_cipher(u);
+            if (st == WEIR_TLS_ERROR) {
+                up_tls_failed(u, s);
+                return;
+            }
+            if (st != WEIR_TLS_DONE) {
+                if (off >= len || fed == 0)
+                    return;
+                continue;
+            }
+            u->tls_ready = true;
+            weir_upstream_pool_set_session(u->pool, weir_tls_session_save(u->tls));
+            set_timer(s->down, TIMER_STREAM, options.stream_idle_timeout_ms);
+            up_flush(s);
+        }
+        for (;;) {
+            size_t n = 0;
+            weir_tls_status_t st = weir_tls_read(u->tls, plain_buf, sizeof(plain_buf), &n);
+            if (st == WEIR_TLS_DONE) {
+                up_plain(u, s, plain_buf, n);
+                if (u->closing || u->stream != s)
+                    return; /* the exchange ended (s may be gone): later bytes are not its */
+                continue;
+            }
+            if (st == WEIR_TLS_WANT_INPUT)
+                break;
+            up_flush_cipher(u);
+            if (st == WEIR_TLS_ERROR)
+                snprintf(s->upstream_failure, sizeof(s->upstream_failure), "TLS_error:%s",
+                         weir_tls_reason(u->tls));
+            up_eof(u, s);
+            return;
+        }
+        if (off >= len || fed == 0)
+            break;
+    }
+    up_flush_cipher(u);
+}
 
 static void up_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
 {
@@ -607,32 +805,24 @@ static void up_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        /* EOF completes a response delimited by the close; anything else was cut short */
-        weir_http_parser_finish(u->parser);
-        u->reusable = false;
-        up_close(u);
-        if (s->resp_complete ||
-            stream_upstream_failed(s, 503, "UC",
-                                   "upstream_reset_before_response_started{connection_termination}",
-                                   "connection termination"))
-            stream_after_io(s);
+        if (u->tls && !u->tls_ready) {
+            weir_tls_feed_eof(u->tls);
+            snprintf(s->upstream_failure, sizeof(s->upstream_failure),
+                     "TLS_error:connection closed during the handshake");
+            up_close(u);
+            if (stream_upstream_failed(s, 503, "UF",
+                                       "upstream_reset_before_response_started{connection_failure}",
+                                       "connection failure, transport failure reason: TLS error"))
+                stream_after_io(s);
+            return;
+        }
+        up_eof(u, s);
         return;
     }
-    set_timer(s->down, TIMER_STREAM, options.stream_idle_timeout_ms);
-    size_t used = 0;
-    weir_http_result_t r = weir_http_parser_execute(u->parser, buf->base, (size_t)nread, &used);
-    if (r == WEIR_HTTP_ERROR) {
-        weir_log_debug("bad response from %s: %s", weir_upstream_pool_name(u->pool),
-                       weir_http_parser_error_reason(u->parser));
-        up_close(u);
-        if (!stream_upstream_failed(s, 502, "UPE",
-                                    "upstream_reset_before_response_started{protocol_error}",
-                                    "protocol error"))
-            return;
-    } else if (r == WEIR_HTTP_PAUSED && used != (size_t)nread) {
-        u->reusable = false; /* bytes after the response: never reuse this connection */
-    }
-    stream_after_io(s);
+    if (u->tls)
+        up_tls_input(u, s, buf->base, (size_t)nread);
+    else
+        up_plain(u, s, buf->base, (size_t)nread);
 }
 
 static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
@@ -804,6 +994,30 @@ static bool path_is_origin_form(const weir_http_head_t *h)
     return h->target_len > 0 && h->target[0] == '/';
 }
 
+/* x-forwarded-client-cert at a sidecar's inbound mTLS port, as Istio configures Envoy
+ * (APPEND_FORWARD with Subject and URI): what came in, then this hop's element. On any other
+ * connection the header is dropped (SANITIZE). */
+static void append_xfcc(weir_buf_t *o, const weir_http_head_t *h, const downstream_t *d)
+{
+    const char *own = weir_identity_id();
+    const char *peer = weir_tls_peer_spiffe_id(d->tls);
+    weir_buf_append_str(o, "x-forwarded-client-cert: ");
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const weir_http_header_t *f = &h->headers[i];
+        if (!weir_http_name_is(f->name, f->name_len, "x-forwarded-client-cert"))
+            continue;
+        weir_buf_append(o, f->value, f->value_len);
+        weir_buf_append(o, ",", 1);
+    }
+    weir_buf_appendf(o, "By=%s", own ? own : "");
+    if (d->peer_hash[0])
+        weir_buf_appendf(o, ";Hash=%s", d->peer_hash);
+    weir_buf_append_str(o, ";Subject=\"\"");
+    if (peer)
+        weir_buf_appendf(o, ";URI=%s", peer);
+    weir_buf_append(o, "\r\n", 2);
+}
+
 /* Writes the request head for the upstream into s->up_pending. */
 static void build_upstream_head(stream_t *s, const weir_route_t *route)
 {
@@ -828,6 +1042,7 @@ static void build_upstream_head(stream_t *s, const weir_route_t *route)
             weir_http_name_is(f->name, f->name_len, "x-forwarded-proto") ||
             weir_http_name_is(f->name, f->name_len, "x-request-id") ||
             weir_http_name_is(f->name, f->name_len, "x-envoy-original-path") ||
+            weir_http_name_is(f->name, f->name_len, "x-forwarded-client-cert") ||
             (weir_http_name_is(f->name, f->name_len, "expect") && h->expect_continue))
             continue;
         if ((int)i == h->host_index) {
@@ -846,7 +1061,10 @@ static void build_upstream_head(stream_t *s, const weir_route_t *route)
     }
     if (s->xff.len)
         append_header(o, "x-forwarded-for", 15, s->xff.base, s->xff.len);
-    weir_buf_append_str(o, "x-forwarded-proto: http\r\n");
+    weir_tls_t *tls = s->down->tls;
+    weir_buf_appendf(o, "x-forwarded-proto: %s\r\n", tls ? "https" : "http");
+    if (tls && s->down->kind == WEIR_LISTENER_INBOUND)
+        append_xfcc(o, h, s->down);
     append_header(o, "x-request-id", 12, s->request_id, strlen(s->request_id));
     if (rewritten)
         append_header(o, "x-envoy-original-path", 21, h->target, h->target_len);
@@ -1133,6 +1351,8 @@ static void down_handle_closed(uv_handle_t *h)
     weir_http_parser_free(d->parser);
     weir_buf_free(&d->pending);
     weir_buf_free(&d->out);
+    weir_buf_free(&d->sniff);
+    weir_tls_free(d->tls);
     adhoc_free(d->passthrough);
     free(d);
 }
@@ -1173,6 +1393,94 @@ static void down_close(downstream_t *d)
 }
 
 static void down_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
+static void down_input(downstream_t *d, const char *data, size_t len);
+
+/* The client went away (or half-closed). */
+static void down_eof(downstream_t *d)
+{
+    d->read_eof = true;
+    if (d->reading) {
+        uv_read_stop((uv_stream_t *)&d->tcp);
+        d->reading = false;
+    }
+    stream_t *s = d->stream;
+    if (d->lingering || s == NULL || !s->req_complete) {
+        down_close(d);
+        return;
+    }
+    d->close_after_response = true; /* half-closed after a full request: answer, then close */
+}
+
+static void down_flush_cipher(downstream_t *d)
+{
+    weir_buf_t b = WEIR_BUF_INIT;
+    if (!d->closing && weir_tls_take_cipher(d->tls, &b) > 0 &&
+        write_buf((uv_stream_t *)&d->tcp, &b, down_write_done) < 0)
+        down_close(d);
+    weir_buf_free(&b);
+}
+
+/* Inbound mTLS: the server side of the handshake with the mesh identity. Returns 0, or -1
+ * when the connection was closed (no certificate to serve with). */
+static int down_start_tls(downstream_t *d)
+{
+    weir_tls_config_t *cfg = weir_identity_server();
+    char err[128] = "no mesh certificate (--certs)";
+    d->tls = cfg ? weir_tls_new(cfg, NULL, err, sizeof(err)) : NULL;
+    if (d->tls == NULL) {
+        weir_log_warn("%s: cannot accept mTLS: %s", d->remote, err);
+        down_close(d);
+        return -1;
+    }
+    set_timer(d, TIMER_HANDSHAKE, options.connect_timeout_ms);
+    return 0;
+}
+
+/* Ciphertext from an inbound mTLS client: every decrypted byte goes to the request parser. A
+ * failed handshake (a plain-text client on a STRICT port, a certificate from another CA, an
+ * expired one, a wrong trust domain, an old TLS version) closes the connection after the
+ * alert, without an HTTP answer. */
+static void down_tls_input(downstream_t *d, const char *data, size_t len)
+{
+    size_t off = 0;
+    for (;;) {
+        size_t fed = weir_tls_feed_cipher(d->tls, data + off, len - off);
+        off += fed;
+        for (;;) {
+            size_t n = 0;
+            weir_tls_status_t st = weir_tls_read(d->tls, plain_buf, sizeof(plain_buf), &n);
+            if (!d->handshake_done && weir_tls_state(d->tls) == WEIR_TLS_OPEN) {
+                d->handshake_done = true;
+                if (weir_tls_peer_cert_sha256(d->tls, NULL, d->peer_hash) != 0)
+                    d->peer_hash[0] = '\0';
+                set_timer(d, TIMER_IDLE, options.idle_timeout_ms);
+            }
+            if (st == WEIR_TLS_DONE) {
+                down_input(d, plain_buf, n);
+                if (d->closing || d->lingering)
+                    return;
+                continue;
+            }
+            if (st == WEIR_TLS_WANT_INPUT)
+                break;
+            if (st == WEIR_TLS_ERROR)
+                weir_log_info("%s: TLS from %s failed: %s", d->local, d->remote,
+                              weir_tls_reason(d->tls));
+            down_flush_cipher(d); /* the alert or close_notify */
+            if (st == WEIR_TLS_ERROR) {
+                d->close_after_response = true;
+                d->read_eof = true;
+                down_linger(d);
+            } else {
+                down_eof(d);
+            }
+            return;
+        }
+        if (off >= len || fed == 0)
+            break;
+    }
+    down_flush_cipher(d);
+}
 
 static void down_update_reading(downstream_t *d)
 {
@@ -1231,6 +1539,16 @@ static void reply_codec_error(downstream_t *d)
     down_linger(d);
 }
 
+/* Request bytes (decrypted, if the connection has TLS). */
+static void down_input(downstream_t *d, const char *data, size_t len)
+{
+    if (d->stream == NULL && d->timer_mode == TIMER_IDLE)
+        set_timer(d, TIMER_HEADERS, options.request_headers_timeout_ms);
+    else if (d->stream && d->timer_mode == TIMER_STREAM)
+        set_timer(d, TIMER_STREAM, options.stream_idle_timeout_ms);
+    down_process(d, data, len);
+}
+
 static void down_process(downstream_t *d, const char *data, size_t len)
 {
     while (len > 0 && !d->closing && !d->lingering) {
@@ -1278,26 +1596,35 @@ static void down_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        d->read_eof = true;
-        if (d->reading) {
-            uv_read_stop(h);
-            d->reading = false;
-        }
-        stream_t *s = d->stream;
-        if (d->lingering || s == NULL || !s->req_complete) {
-            down_close(d);
-            return;
-        }
-        d->close_after_response = true; /* half-closed after a full request: answer, then close */
+        down_eof(d);
         return;
     }
     if (d->lingering)
         return; /* dropping whatever the client still sends */
-    if (d->stream == NULL && d->timer_mode == TIMER_IDLE)
-        set_timer(d, TIMER_HEADERS, options.request_headers_timeout_ms);
-    else if (d->stream && d->timer_mode == TIMER_STREAM)
-        set_timer(d, TIMER_STREAM, options.stream_idle_timeout_ms);
-    down_process(d, buf->base, (size_t)nread);
+    const char *data = buf->base;
+    size_t len = (size_t)nread;
+    if (!d->tls_decided) {
+        /* PERMISSIVE: a TLS ClientHello or plain text, told apart by the first bytes */
+        weir_buf_append(&d->sniff, data, len);
+        int hello = weir_tls_looks_like_client_hello(d->sniff.base, d->sniff.len);
+        if (hello < 0)
+            return;
+        d->tls_decided = true;
+        if (hello == 1 && down_start_tls(d) != 0)
+            return;
+        weir_buf_t first = d->sniff;
+        d->sniff = (weir_buf_t)WEIR_BUF_INIT;
+        if (d->tls)
+            down_tls_input(d, first.base, first.len);
+        else
+            down_input(d, first.base, first.len);
+        weir_buf_free(&first);
+        return;
+    }
+    if (d->tls)
+        down_tls_input(d, data, len);
+    else
+        down_input(d, data, len);
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -1328,7 +1655,10 @@ static void timer_cb(uv_timer_t *t)
         }
         return;
     case TIMER_CONNECT:
-        if (s && s->up && !s->up->connected) {
+        if (s && s->up && !s->up->tls_ready) {
+            if (s->up->connected)
+                snprintf(s->upstream_failure, sizeof(s->upstream_failure),
+                         "TLS_error:handshake timeout");
             up_close(s->up);
             reply_upstream_failure(s, 503, "UF",
                                    "upstream_reset_before_response_started{connection_timeout}",
@@ -1351,6 +1681,7 @@ static void timer_cb(uv_timer_t *t)
         return;
     case TIMER_IDLE:
     case TIMER_LINGER:
+    case TIMER_HANDSHAKE:
         down_close(d);
         return;
     case TIMER_NONE:
@@ -1383,6 +1714,7 @@ static void on_connection(uv_stream_t *server, int status)
     d->open_handles = 2;
     d->port = l->port;
     d->kind = l->opts.kind;
+    d->tls_decided = true;
     d->parser = weir_http_parser_new(WEIR_HTTP_REQUEST, &down_cbs, d);
     d->next = all_downstreams;
     if (all_downstreams)
@@ -1413,13 +1745,22 @@ static void on_connection(uv_stream_t *server, int status)
             return;
         }
         sockaddr_to_text(&d->orig_dst, NULL, 0, d->local, sizeof(d->local));
+        if (d->kind == WEIR_LISTENER_INBOUND) {
+            /* PeerAuthentication for the port: STRICT starts the handshake at once,
+             * PERMISSIVE decides on the first bytes, DISABLE stays plain */
+            weir_mtls_mode_t mode = weir_snapshot_inbound_mtls(weir_snapshot_current(), d->orig_port);
+            d->tls_decided = mode != WEIR_MTLS_PERMISSIVE;
+            if (mode == WEIR_MTLS_STRICT && down_start_tls(d) != 0)
+                return;
+        }
         if (d->kind == WEIR_LISTENER_OUTBOUND &&
             weir_snapshot_outbound_routes(weir_snapshot_current(), d->orig_port) == NULL) {
             relay_start(d);
             return;
         }
     }
-    set_timer(d, TIMER_IDLE, options.idle_timeout_ms);
+    if (d->timer_mode != TIMER_HANDSHAKE)
+        set_timer(d, TIMER_IDLE, options.idle_timeout_ms);
     down_update_reading(d);
 }
 
@@ -1541,7 +1882,7 @@ static void relay_start(downstream_t *d)
 {
     adhoc_target_t *t = passthrough_target(d);
     upstream_t *u;
-    if (up_open(t->endpoint.pool, false, &u) < 0) {
+    if (up_open(t->endpoint.pool, false, NULL, &u) < 0) {
         down_close(d);
         return;
     }

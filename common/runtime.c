@@ -6,6 +6,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "common/identity.h"
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/snapshot.h"
@@ -21,6 +22,7 @@ void weir_runtime_cli_defaults(weir_cli_t *cli)
     cli->idle_timeout_s = -1;
     cli->stream_idle_timeout_s = -1;
     cli->connect_timeout_s = -1;
+    cli->trust_domain = "cluster.local";
 }
 
 weir_config_t *weir_runtime_load_config(const weir_cli_t *cli)
@@ -44,6 +46,8 @@ static uint64_t seconds_to_ms(double s, uint64_t fallback)
 int weir_runtime_start(const weir_cli_t *cli, weir_proxy_options_t *opts)
 {
     weir_log_set_level(cli->log_level);
+    if (cli->certs_dir && weir_identity_load(cli->certs_dir, cli->trust_domain) != 0)
+        return -1;
     int rc = weir_access_log_open(cli->access_log, cli->log_format);
     if (rc < 0) {
         fprintf(stderr, "weir: --access-log %s: %s\n", cli->access_log, strerror(-rc));
@@ -93,5 +97,7 @@ void weir_runtime_run(void)
 void weir_runtime_shutdown(void)
 {
     weir_access_log_close();
+    weir_identity_unload();
     weir_snapshot_set_current(NULL);
+    uv_run(weir_loop(), UV_RUN_NOWAIT); /* let closing handles finish */
 }

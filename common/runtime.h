@@ -15,8 +15,9 @@ void weir_runtime_cli_defaults(weir_cli_t *cli);
 /* Loads every -c path. Prints diagnostics to stderr; returns NULL when there was an error. */
 weir_config_t *weir_runtime_load_config(const weir_cli_t *cli);
 
-/* Opens the access log and initialises the proxy with `opts` adjusted by the command line's
- * timeouts. Returns 0, or prints the problem and returns -1. */
+/* Loads the mesh identity (--certs), opens the access log and initialises the proxy with
+ * `opts` adjusted by the command line's timeouts. Returns 0, or prints the problem and
+ * returns -1. */
 int weir_runtime_start(const weir_cli_t *cli, weir_proxy_options_t *opts);
 
 /* Opens one listener, logging where it listens; returns 0 or -1 (logged). */

@@ -11,6 +11,50 @@
 static weir_snapshot_t *current;
 static uint64_t next_generation = 1;
 
+/* Istio's client TLS decision (cluster_tls.go): the DestinationRule's tls when it has one
+ * (the subset's, merged at load), else auto mTLS: an in-mesh service's endpoint labelled
+ * security.istio.io/tlsMode=istio gets ISTIO_MUTUAL unless its own PeerAuthentication says
+ * DISABLE. */
+static weir_transport_t endpoint_transport(const weir_config_t *cfg, const weir_cluster_t *c,
+                                           const weir_traffic_policy_t *policy,
+                                           const weir_endpoint_t *ep)
+{
+    if (policy != NULL && policy->has_tls)
+        return policy->tls.mode == WEIR_CLIENT_TLS_ISTIO_MUTUAL ? WEIR_TRANSPORT_ISTIO_MUTUAL
+                                                                 : WEIR_TRANSPORT_PLAIN;
+    if (c->service == NULL || c->service->location != WEIR_LOCATION_MESH_INTERNAL)
+        return WEIR_TRANSPORT_PLAIN;
+    const char *mode = weir_labels_get(ep->labels, "security.istio.io/tlsMode");
+    if (mode == NULL || strcmp(mode, "istio") != 0)
+        return WEIR_TRANSPORT_PLAIN;
+    const char *ns = ep->workload && ep->workload->namespace ? ep->workload->namespace
+                                                             : c->service->namespace;
+    if (weir_config_peer_authentication_mode(cfg, WEIR_ROOT_NAMESPACE, ns, ep->labels, ep->port) ==
+        WEIR_MTLS_DISABLE)
+        return WEIR_TRANSPORT_PLAIN;
+    return WEIR_TRANSPORT_ISTIO_MUTUAL;
+}
+
+static void bind_transport(weir_snapshot_t *s, weir_cluster_t *c)
+{
+    const weir_config_t *cfg = s->config;
+    const weir_destination_rule_t *dr = weir_config_find_destination_rule(cfg, c->host);
+    const weir_subset_t *ss = dr && c->subset ? weir_destination_rule_subset(dr, c->subset) : NULL;
+    const weir_traffic_policy_t *policy = ss ? &ss->policy : dr ? &dr->policy : NULL;
+    bool any_mtls = false;
+    for (size_t i = 0; i < c->n_endpoints; i++) {
+        c->endpoints[i].transport = endpoint_transport(cfg, c, policy, &c->endpoints[i]);
+        any_mtls |= c->endpoints[i].transport == WEIR_TRANSPORT_ISTIO_MUTUAL;
+    }
+    if (!any_mtls)
+        return;
+    weir_buf_t sni = WEIR_BUF_INIT;
+    weir_buf_appendf(&sni, "outbound_.%u_.%s_.%s", c->port, c->subset ? c->subset : "", c->host);
+    c->sni = sni.base;
+    if (c->service)
+        c->peer_ids = weir_config_service_accounts(cfg, c->service, s->trust_domain);
+}
+
 /* Routes reach clusters through this, so each (host, subset, port) is built once and every
  * route sharing it shares its load-balancer state. */
 static weir_cluster_t *lookup_cluster(void *ctx, const char *host, const char *subset,
@@ -25,10 +69,17 @@ static weir_cluster_t *lookup_cluster(void *ctx, const char *host, const char *s
             return c;
     }
     weir_cluster_t *c = weir_cluster_build(s->config, host, subset, port);
+    bind_transport(s, c);
     for (size_t i = 0; i < c->n_endpoints; i++) {
         weir_endpoint_t *ep = &c->endpoints[i];
-        ep->pool = weir_upstream_pool_acquire(ep->host_port, (const struct sockaddr *)&ep->addr,
+        /* a connection made with mTLS for one SNI is no use for plain text or another SNI */
+        weir_buf_t key = WEIR_BUF_INIT;
+        weir_buf_append_str(&key, ep->host_port);
+        if (ep->transport == WEIR_TRANSPORT_ISTIO_MUTUAL)
+            weir_buf_appendf(&key, " mtls %s", c->sni);
+        ep->pool = weir_upstream_pool_acquire(key.base, (const struct sockaddr *)&ep->addr,
                                               ep->addr_len);
+        weir_buf_free(&key);
     }
     s->clusters = weir_mem_realloc(s->clusters, (s->n_clusters + 1) * sizeof(*s->clusters));
     s->clusters[s->n_clusters++] = c;
@@ -104,6 +155,7 @@ weir_snapshot_t *weir_snapshot_build_gateway(weir_config_t *cfg, const weir_gate
     s->refs = 1;
     s->generation = next_generation++;
     s->config = cfg;
+    s->trust_domain = weir_mem_strdup(id->trust_domain ? id->trust_domain : "cluster.local");
     size_t selected = 0;
     for (size_t g = 0; g < cfg->n_gateways; g++) {
         const weir_gateway_t *gw = &cfg->gateways[g];
@@ -130,6 +182,39 @@ weir_snapshot_t *weir_snapshot_build_gateway(weir_config_t *cfg, const weir_gate
     return s;
 }
 
+/* PeerAuthentication is resolved once per snapshot: the workload-wide mode, plus every port
+ * some policy names whose mode differs. */
+static void compute_inbound_mtls(weir_snapshot_t *s, const weir_sidecar_identity_t *id)
+{
+    const weir_config_t *cfg = s->config;
+    s->inbound_mtls =
+        weir_config_peer_authentication_mode(cfg, WEIR_ROOT_NAMESPACE, id->namespace, id->labels, 0);
+    for (size_t i = 0; i < cfg->n_peer_authentications; i++) {
+        const weir_peer_authentication_t *pa = &cfg->peer_authentications[i];
+        for (size_t p = 0; p < pa->n_port_mtls; p++) {
+            uint32_t port = pa->port_mtls[p].port;
+            if (weir_snapshot_inbound_mtls(s, port) != s->inbound_mtls)
+                continue; /* already listed */
+            weir_mtls_mode_t m = weir_config_peer_authentication_mode(
+                cfg, WEIR_ROOT_NAMESPACE, id->namespace, id->labels, port);
+            if (m == s->inbound_mtls)
+                continue;
+            s->inbound_port_mtls = weir_mem_realloc(
+                s->inbound_port_mtls, (s->n_inbound_port_mtls + 1) * sizeof(*s->inbound_port_mtls));
+            s->inbound_port_mtls[s->n_inbound_port_mtls++] = (weir_port_mtls_t){.port = port, .mode = m};
+        }
+    }
+}
+
+weir_mtls_mode_t weir_snapshot_inbound_mtls(const weir_snapshot_t *s, uint32_t port)
+{
+    for (size_t i = 0; i < s->n_inbound_port_mtls; i++) {
+        if (s->inbound_port_mtls[i].port == port)
+            return s->inbound_port_mtls[i].mode;
+    }
+    return s->inbound_mtls;
+}
+
 static bool has_outbound_port(const weir_snapshot_t *s, uint32_t port)
 {
     return weir_snapshot_outbound_routes(s, port) != NULL;
@@ -142,6 +227,8 @@ weir_snapshot_t *weir_snapshot_build_sidecar(weir_config_t *cfg, const weir_side
     s->refs = 1;
     s->generation = next_generation++;
     s->config = cfg;
+    s->trust_domain = weir_mem_strdup(id->trust_domain ? id->trust_domain : "cluster.local");
+    compute_inbound_mtls(s, id);
     static const char *const mesh[] = {"mesh"};
     for (size_t i = 0; i < cfg->n_service_entries; i++) {
         const weir_service_entry_t *se = &cfg->service_entries[i];
@@ -208,6 +295,8 @@ void weir_snapshot_unref(weir_snapshot_t *s)
         weir_cluster_free(c);
     }
     free(s->clusters);
+    free(s->trust_domain);
+    free(s->inbound_port_mtls);
     weir_config_free(s->config);
     free(s);
 }

@@ -41,12 +41,19 @@ typedef struct weir_snapshot {
     size_t n_outbound;
     weir_cluster_t **clusters; /* every cluster a route reaches, built once each */
     size_t n_clusters;
+    char *trust_domain;
+    /* Sidecar: how inbound connections must arrive (PeerAuthentication for this workload):
+     * the workload-wide mode and the ports that override it. */
+    weir_mtls_mode_t inbound_mtls;
+    weir_port_mtls_t *inbound_port_mtls;
+    size_t n_inbound_port_mtls;
 } weir_snapshot_t;
 
 /* Who the gateway is: its pod labels (Gateway selectors are matched against them). */
 typedef struct {
     const weir_labels_t *labels;
     const char *namespace;
+    const char *trust_domain; /* SPIFFE IDs of mesh peers: spiffe://<td>/ns/<ns>/sa/<sa> */
 } weir_gateway_identity_t;
 
 /* Builds a gateway's snapshot: a listener for each port of each Gateway server whose Gateway
@@ -62,6 +69,7 @@ typedef struct {
     const weir_labels_t *labels;
     const char *namespace;
     const char *service_account;
+    const char *trust_domain;
 } weir_sidecar_identity_t;
 
 /* Builds a sidecar's snapshot: for every port a ServiceEntry declares, the outbound routes of
@@ -73,6 +81,10 @@ weir_snapshot_t *weir_snapshot_build_sidecar(weir_config_t *cfg, const weir_side
 /* A sidecar's outbound routes for a destination port, or NULL when no service uses it (the
  * connection is then passed through as plain TCP, Istio's ALLOW_ANY). */
 const weir_route_table_t *weir_snapshot_outbound_routes(const weir_snapshot_t *s, uint32_t port);
+
+/* How an inbound connection to `port` must arrive: STRICT (mTLS only), PERMISSIVE (mTLS or
+ * plain text, told apart by the first bytes) or DISABLE (plain text only). */
+weir_mtls_mode_t weir_snapshot_inbound_mtls(const weir_snapshot_t *s, uint32_t port);
 
 weir_snapshot_t *weir_snapshot_ref(weir_snapshot_t *s);
 void weir_snapshot_unref(weir_snapshot_t *s);

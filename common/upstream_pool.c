@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/mem.h"
+#include "common/tls.h"
 
 struct weir_upstream_pool {
     struct weir_upstream_pool *next; /* registry chain */
@@ -15,6 +16,7 @@ struct weir_upstream_pool {
     unsigned refs;
     weir_pool_link_t idle; /* sentinel of a circular list, most recent first */
     size_t n_idle;
+    weir_tls_session_t *session;
 };
 
 /* Endpoints number in the tens or hundreds and lookups happen only at config load, so a
@@ -58,6 +60,7 @@ void weir_upstream_pool_unref(weir_upstream_pool_t *p)
             break;
         }
     }
+    weir_tls_session_free(p->session);
     free(p->name);
     free(p);
 }
@@ -102,4 +105,15 @@ void weir_upstream_pool_remove_idle(weir_upstream_pool_t *p, weir_pool_link_t *l
 size_t weir_upstream_pool_idle_count(const weir_upstream_pool_t *p)
 {
     return p->n_idle;
+}
+
+const weir_tls_session_t *weir_upstream_pool_session(const weir_upstream_pool_t *p)
+{
+    return p->session;
+}
+
+void weir_upstream_pool_set_session(weir_upstream_pool_t *p, weir_tls_session_t *s)
+{
+    weir_tls_session_free(p->session);
+    p->session = s;
 }

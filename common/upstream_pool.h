@@ -38,4 +38,11 @@ void weir_upstream_pool_put_idle(weir_upstream_pool_t *p, weir_pool_link_t *link
 void weir_upstream_pool_remove_idle(weir_upstream_pool_t *p, weir_pool_link_t *link);
 size_t weir_upstream_pool_idle_count(const weir_upstream_pool_t *p);
 
+struct weir_tls_session;
+/* The TLS session to offer on the next mTLS connection to this endpoint, so repeated
+ * connections between the same proxies skip the full handshake; NULL when none. The pool owns
+ * it; set replaces (and frees) the previous one. */
+const struct weir_tls_session *weir_upstream_pool_session(const weir_upstream_pool_t *p);
+void weir_upstream_pool_set_session(weir_upstream_pool_t *p, struct weir_tls_session *s);
+
 #endif

@@ -20,7 +20,8 @@ int weir_gateway_main(int argc, char **argv, int first)
     if (cfg == NULL)
         goto out;
     weir_diags_t diags = WEIR_DIAGS_INIT;
-    weir_gateway_identity_t id = {.labels = &cli.labels, .namespace = cli.namespace};
+    weir_gateway_identity_t id = {
+        .labels = &cli.labels, .namespace = cli.namespace, .trust_domain = cli.trust_domain};
     weir_snapshot_t *snap = weir_snapshot_build_gateway(cfg, &id, &diags);
     weir_diags_print(&diags, stderr);
     weir_diags_clear(&diags);

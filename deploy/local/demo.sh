@@ -2,9 +2,12 @@
 # deploy/local/demo.sh: the seed scenario on a local mesh made of network namespaces.
 #
 #   deploy/local/demo.sh [up]    install missing packages, build weir (Release, into build/),
-#                                start pods gw (weir gateway), v1 and v2 (busybox httpd) and
-#                                client, show /v1 and /v2 answered through the gateway, and
-#                                port-forward 127.0.0.1:8080 on the host to the gateway's port 80.
+#                                make a mesh CA and workload certificates (weir certs), start
+#                                pods gw (weir gateway), v1 and v2 (busybox httpd) and client,
+#                                each app pod with `weir iptables` and a `weir sidecar`, show
+#                                /v1 and /v2 answered through the gateway and web-service from
+#                                the client, all over mTLS, with the SPIFFE ID each hop saw,
+#                                and port-forward 127.0.0.1:8080 on the host to the gateway.
 #                                Already up? It is taken down first.
 #   deploy/local/demo.sh down    remove every process, namespace and file the demo recorded.
 #   deploy/local/demo.sh status  what runs.
@@ -132,10 +135,19 @@ do_up() {
 
     trap on_up_failure EXIT
     cluster_up "$PREFIX" "$STATE"
+    # the sidecars run as uid 1337: give them a copy of the config they can read
+    local config="$STATE/config"
+    mkdir -p "$config"
+    cp "$HERE"/*.yaml "$config/"
+    chmod -R o+rX "$config"
+    msg "mesh CA and workload certificates in $STATE/certs (weir certs)"
+    seed_certs "$WEIR" "$STATE/certs"
     seed_pods
+    msg "sidecars: weir iptables + weir sidecar (uid 1337) in pods v1, v2 and client"
+    seed_sidecars "$WEIR" "$config" --log-format json
     local access_log="$STATE/access.log"
     : >"$access_log"
-    seed_gateway "$WEIR" "$REPO/deploy/local" "$access_log"
+    seed_gateway "$WEIR" "$config" "$access_log" --certs "$STATE/certs/gw"
     msg "waiting for httpd-v1, httpd-v2 and the gateway"
     seed_wait 30 || die "not ready"
 
@@ -159,6 +171,24 @@ do_up() {
             printf "  curl http://gateway%s -> %s %s\n" "$path" "$code" "$body"
         done
     done
+
+    echo
+    msg "from the client pod, through its sidecar, to the Kubernetes-style service web-service:"
+    for _ in 1 2 3 4; do
+        body=$(pod_exec client curl -sS --max-time 5 http://web-service/) || die "curl http://web-service/ failed"
+        printf "  curl http://web-service/ -> %s\n" "$body"
+    done
+
+    echo
+    msg "mTLS: the SPIFFE IDs each hop saw (sidecar access logs, JSON):"
+    sleep 0.3
+    spiffe_of() { grep -o "\"$2\":\"[^\"]*\"" "$1" | tail -n 1 | cut -d'"' -f4; }
+    local v1log="$STATE/sidecar-v1.access.log" clog="$STATE/sidecar-client.access.log"
+    printf "  gateway -> v1:  the v1 sidecar saw client %s\n" \
+        "$(grep -o '"downstream_peer_uri_san":"[^"]*/ns/istio-system/[^"]*"' "$v1log" | tail -n 1 | cut -d'"' -f4)"
+    printf "  client -> web-service: the client sidecar saw server %s\n" "$(spiffe_of "$clog" upstream_peer_uri_san)"
+    printf "  client -> v1:   the v1 sidecar saw client %s\n" \
+        "$(grep -o '"downstream_peer_uri_san":"[^"]*sa/sleep"' "$v1log" "$STATE/sidecar-v2.access.log" | tail -n 1 | cut -d'"' -f4)"
 
     # kubectl port-forward, the namespace way: each connection crosses into the gateway's
     # namespace on its own; the namespaces stay unlinked. The double quotes reach socat, so the
@@ -184,8 +214,11 @@ demo: up. From this host:
   curl http://127.0.0.1:$PORT/v2        # This is version V2!
   curl -i http://127.0.0.1:$PORT/       # 404 (no route)
   From the client pod: ip netns exec $PREFIX-client curl http://gateway/v1
+  From the client pod: ip netns exec $PREFIX-client curl http://web-service/
   access log:   $access_log    (tail -f it)
   gateway log:  $STATE/gateway.log
+  sidecars:     $STATE/sidecar-{v1,v2,client}.access.log (JSON, with the peers' SPIFFE IDs)
+  certificates: $STATE/certs (mesh CA in ca/, one workload certificate per pod)
   status:       $0 status
   tear down:    deploy/local/demo.sh down
 EOF

@@ -8,6 +8,10 @@
 #   seed_gateway WEIR_BIN CONFIG ACCESS_LOG [ARG ...]
 #                              `weir gateway` in pod gw; sets SEED_GW_PID.
 #   seed_wait [TIMEOUT]        both httpd pods and the gateway accept connections.
+#   seed_certs WEIR_BIN DIR    a mesh CA in DIR/ca and a workload certificate per pod in DIR/<pod>
+#                              (gw: istio-system/istio-ingressgateway-service-account, v1 and
+#                              v2: default/httpd, client: default/sleep); sidecars then get
+#                              --certs DIR/<pod>. Sets SEED_CERTS.
 #   seed_sidecars WEIR_BIN CONFIG [ARG ...]
 #                              what Istio's injector adds to pods v1, v2 and client: `weir
 #                              iptables` (the init container) and `weir sidecar` as uid 1337,
@@ -21,6 +25,7 @@ SEED_CLIENT_IP=10.244.0.20
 SEED_WEB_VIP=10.96.0.10
 SEED_GW_PID=""
 SEED_SIDECAR_PIDS=()
+SEED_CERTS=""
 
 # The names a client uses for the ingress gateway, as in a cluster.
 SEED_GW_NAMES="gateway istio-ingressgateway istio-ingressgateway.istio-system.svc.cluster.local"
@@ -56,6 +61,26 @@ seed_gateway() {
     SEED_GW_PID=$SPAWNED_PID
 }
 
+# seed_issue WEIR_BIN POD NAMESPACE SERVICE_ACCOUNT: a workload certificate for POD.
+seed_issue() {
+    local bin=$1 pod=$2 ns=$3 sa=$4
+    "$bin" certs issue --ca "$SEED_CERTS/ca" --namespace "$ns" --service-account "$sa" \
+        --out "$SEED_CERTS/$pod" --days 1 >/dev/null || return 1
+    chown -R 1337:1337 "$SEED_CERTS/$pod" # the sidecar (uid 1337) reads its own key
+}
+
+seed_certs() {
+    local bin=${1:?seed_certs WEIR_BIN DIR} dir=${2:?}
+    SEED_CERTS=$dir
+    mkdir -p "$dir"
+    chmod o+rx "$dir"
+    "$bin" certs ca --out "$dir/ca" >/dev/null || return 1
+    seed_issue "$bin" gw istio-system istio-ingressgateway-service-account || return 1
+    seed_issue "$bin" v1 default httpd || return 1
+    seed_issue "$bin" v2 default httpd || return 1
+    seed_issue "$bin" client default sleep || return 1
+}
+
 # seed_sidecar POD LABELS SERVICE_ACCOUNT WEIR_BIN CONFIG [ARG ...]
 seed_sidecar() {
     local pod=$1 labels=$2 sa=$3 bin=$4 config=$5
@@ -71,10 +96,12 @@ seed_sidecar() {
     : >"$access"
     chown 1337:1337 "$access"
     chmod o+rx "$CLUSTER_DIR"
+    local -a certs=()
+    [[ -n $SEED_CERTS ]] && certs=(--certs "$SEED_CERTS/$pod")
     pod_spawn "$pod" "$CLUSTER_DIR/sidecar-$pod.log" \
         setpriv --reuid=1337 --regid=1337 --clear-groups \
         "$bin" sidecar -c "$config" --labels "$labels" --namespace default \
-        --service-account "$sa" --access-log "$access" "$@" || return 1
+        --service-account "$sa" --access-log "$access" "${certs[@]}" "$@" || return 1
     SEED_SIDECAR_PIDS+=("$SPAWNED_PID")
 }
 

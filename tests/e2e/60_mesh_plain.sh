@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # 60_mesh_plain.sh: the seed scenario with a sidecar in every app pod (iptables capture, weir
-# sidecar as uid 1337), before mTLS: the plumbing alone must carry the traffic.
+# sidecar as uid 1337) but no certificates: the endpoints lose their
+# security.istio.io/tlsMode label, so auto mTLS stays off and the plumbing alone must carry the
+# traffic (61_mesh_mtls adds the certificates).
 #  - the client pod's `curl http://web-service/` (a service address, 10.96.0.10) goes out through
 #    its sidecar, which round-robins over v1 and v2 (the seed's first observation);
 #  - the gateway's /v1 and /v2 reach each pod through that pod's inbound capture;
@@ -13,7 +15,6 @@ set -euo pipefail
 WEIR_SOURCE_DIR=${WEIR_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 WEIR_BUILD_DIR=${WEIR_BUILD_DIR:-$WEIR_SOURCE_DIR/build}
 WEIR_BIN=${WEIR_BIN:-$WEIR_BUILD_DIR/weir}
-CONFIG="$WEIR_SOURCE_DIR/deploy/local"
 source "$WEIR_SOURCE_DIR/tests/lib/netns.sh"
 source "$WEIR_SOURCE_DIR/deploy/local/seed.sh"
 
@@ -27,6 +28,12 @@ ACCESS_LOG="$CLUSTER_DIR/access.log"
 : >"$ACCESS_LOG"
 CLUSTER_EXTRA_LOGS+=("$ACCESS_LOG" "$CLUSTER_DIR/sidecar-v1.access.log" "$CLUSTER_DIR/sidecar-client.access.log")
 
+CONFIG="$CLUSTER_DIR/config"
+mkdir -p "$CONFIG"
+for f in "$WEIR_SOURCE_DIR"/deploy/local/*.yaml; do
+    grep -v 'security.istio.io/tlsMode' "$f" >"$CONFIG/$(basename "$f")"
+done
+chmod -R o+rX "$CONFIG"
 seed_pods || fail "seed pods"
 seed_sidecars "$WEIR_BIN" "$CONFIG" || fail "sidecars did not start"
 seed_gateway "$WEIR_BIN" "$CONFIG" "$ACCESS_LOG" || fail "gateway did not start"
