@@ -1,5 +1,6 @@
 /* common/cluster.c: see cluster.h. */
 #include "common/cluster.h"
+#include "common/tls.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -167,6 +168,7 @@ void weir_cluster_free(weir_cluster_t *c)
     free(c->name);
     free(c->sni);
     weir_string_list_free(&c->peer_ids);
+    weir_tls_config_unref(c->tls_config);
     free(c);
 }
 

@@ -23,8 +23,13 @@
 #include "common/lb.h"
 
 /* How weir reaches an endpoint. ISTIO_MUTUAL: mTLS with the mesh certificates, the peer's
- * SPIFFE ID checked against the service's identities (Istio's secure naming). */
-typedef enum { WEIR_TRANSPORT_PLAIN, WEIR_TRANSPORT_ISTIO_MUTUAL } weir_transport_t;
+ * SPIFFE ID checked against the service's identities (Istio's secure naming). TLS: the
+ * DestinationRule's SIMPLE or MUTUAL origination with its own files (cluster->tls_config). */
+typedef enum {
+    WEIR_TRANSPORT_PLAIN,
+    WEIR_TRANSPORT_ISTIO_MUTUAL,
+    WEIR_TRANSPORT_TLS
+} weir_transport_t;
 
 typedef struct weir_endpoint {
     char *address;                /* "10.244.0.11" (owned) */
@@ -58,6 +63,9 @@ typedef struct weir_cluster {
      * server may present. Owned. */
     char *sni;
     weir_string_list_t peer_ids;
+    /* TLS endpoints: the client configuration built from the DestinationRule's files (a
+     * reference), or NULL when they could not be loaded (requests then fail 503 UF). */
+    struct weir_tls_config *tls_config;
 } weir_cluster_t;
 
 /* Builds the cluster for (host, subset, port). port 0 means "the service's only port"; when

@@ -648,13 +648,15 @@ static void up_attach(stream_t *s, weir_endpoint_t *ep)
         u->idle = false;
     } else {
         up_tls_params_t tp = {0};
-        if (ep->transport == WEIR_TRANSPORT_ISTIO_MUTUAL) {
-            tp.config = weir_identity_client();
+        if (ep->transport != WEIR_TRANSPORT_PLAIN) {
+            bool mesh = ep->transport == WEIR_TRANSPORT_ISTIO_MUTUAL;
+            tp.config = mesh ? weir_identity_client() : s->cluster->tls_config;
             tp.sni = s->cluster->sni;
-            tp.peer_ids = &s->cluster->peer_ids;
+            tp.peer_ids = mesh ? &s->cluster->peer_ids : NULL;
             if (tp.config == NULL) {
-                snprintf(s->upstream_failure, sizeof(s->upstream_failure),
-                         "TLS_error:no mesh certificate (--certs) for ISTIO_MUTUAL");
+                snprintf(s->upstream_failure, sizeof(s->upstream_failure), "TLS_error:%s",
+                         mesh ? "no mesh certificate (--certs) for ISTIO_MUTUAL"
+                              : "the DestinationRule's TLS files did not load");
                 reply_upstream_failure(s, 503, "UF",
                                        "upstream_reset_before_response_started{connection_failure}",
                                        "connection failure, transport failure reason: TLS error");

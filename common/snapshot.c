@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/mem.h"
+#include "common/tls.h"
 #include "common/upstream_pool.h"
 
 static weir_snapshot_t *current;
@@ -19,9 +20,17 @@ static weir_transport_t endpoint_transport(const weir_config_t *cfg, const weir_
                                            const weir_traffic_policy_t *policy,
                                            const weir_endpoint_t *ep)
 {
-    if (policy != NULL && policy->has_tls)
-        return policy->tls.mode == WEIR_CLIENT_TLS_ISTIO_MUTUAL ? WEIR_TRANSPORT_ISTIO_MUTUAL
-                                                                 : WEIR_TRANSPORT_PLAIN;
+    if (policy != NULL && policy->has_tls) {
+        switch (policy->tls.mode) {
+        case WEIR_CLIENT_TLS_ISTIO_MUTUAL:
+            return WEIR_TRANSPORT_ISTIO_MUTUAL;
+        case WEIR_CLIENT_TLS_SIMPLE:
+        case WEIR_CLIENT_TLS_MUTUAL:
+            return WEIR_TRANSPORT_TLS;
+        case WEIR_CLIENT_TLS_DISABLE:
+            return WEIR_TRANSPORT_PLAIN;
+        }
+    }
     if (c->service == NULL || c->service->location != WEIR_LOCATION_MESH_INTERNAL)
         return WEIR_TRANSPORT_PLAIN;
     const char *mode = weir_labels_get(ep->labels, "security.istio.io/tlsMode");
@@ -35,17 +44,45 @@ static weir_transport_t endpoint_transport(const weir_config_t *cfg, const weir_
     return WEIR_TRANSPORT_ISTIO_MUTUAL;
 }
 
+/* DestinationRule SIMPLE/MUTUAL: a TLS client of its own, built once from the rule's files.
+ * Plain TLS identity: the server's certificate must name the SNI (tls.sni, else the host). */
+static void bind_originated_tls(weir_snapshot_t *s, weir_cluster_t *c, const weir_client_tls_t *t)
+{
+    c->sni = weir_mem_strdup(t->sni ? t->sni : c->host);
+    if (t->credential_name || t->ca_certificates == NULL) {
+        weir_diags_add(s->build_diags, WEIR_DIAG_WARNING, NULL, 0, 0,
+                       "%s: DestinationRule tls needs caCertificates (credentialName is not "
+                       "applied by weir yet): requests to it will fail",
+                       c->name);
+        return;
+    }
+    weir_tls_options_t o = {
+        .role = WEIR_TLS_CLIENT,
+        .root_pem_path = t->ca_certificates,
+        .chain_pem_path = t->mode == WEIR_CLIENT_TLS_MUTUAL ? t->client_certificate : NULL,
+        .key_pem_path = t->mode == WEIR_CLIENT_TLS_MUTUAL ? t->private_key : NULL,
+    };
+    char err[256];
+    c->tls_config = weir_tls_config_new(&o, err, sizeof(err));
+    if (c->tls_config == NULL)
+        weir_diags_add(s->build_diags, WEIR_DIAG_WARNING, NULL, 0, 0,
+                       "%s: DestinationRule tls: %s: requests to it will fail", c->name, err);
+}
+
 static void bind_transport(weir_snapshot_t *s, weir_cluster_t *c)
 {
     const weir_config_t *cfg = s->config;
     const weir_destination_rule_t *dr = weir_config_find_destination_rule(cfg, c->host);
     const weir_subset_t *ss = dr && c->subset ? weir_destination_rule_subset(dr, c->subset) : NULL;
     const weir_traffic_policy_t *policy = ss ? &ss->policy : dr ? &dr->policy : NULL;
-    bool any_mtls = false;
+    bool any_mtls = false, any_tls = false;
     for (size_t i = 0; i < c->n_endpoints; i++) {
         c->endpoints[i].transport = endpoint_transport(cfg, c, policy, &c->endpoints[i]);
         any_mtls |= c->endpoints[i].transport == WEIR_TRANSPORT_ISTIO_MUTUAL;
+        any_tls |= c->endpoints[i].transport == WEIR_TRANSPORT_TLS;
     }
+    if (any_tls)
+        bind_originated_tls(s, c, &policy->tls);
     if (!any_mtls)
         return;
     weir_buf_t sni = WEIR_BUF_INIT;
@@ -77,6 +114,8 @@ static weir_cluster_t *lookup_cluster(void *ctx, const char *host, const char *s
         weir_buf_append_str(&key, ep->host_port);
         if (ep->transport == WEIR_TRANSPORT_ISTIO_MUTUAL)
             weir_buf_appendf(&key, " mtls %s", c->sni);
+        else if (ep->transport == WEIR_TRANSPORT_TLS)
+            weir_buf_appendf(&key, " tls %s %p", c->sni, (void *)c->tls_config);
         ep->pool = weir_upstream_pool_acquire(key.base, (const struct sockaddr *)&ep->addr,
                                               ep->addr_len);
         weir_buf_free(&key);
@@ -156,6 +195,7 @@ weir_snapshot_t *weir_snapshot_build_gateway(weir_config_t *cfg, const weir_gate
     s->generation = next_generation++;
     s->config = cfg;
     s->trust_domain = weir_mem_strdup(id->trust_domain ? id->trust_domain : "cluster.local");
+    s->build_diags = diags;
     size_t selected = 0;
     for (size_t g = 0; g < cfg->n_gateways; g++) {
         const weir_gateway_t *gw = &cfg->gateways[g];
@@ -179,6 +219,7 @@ weir_snapshot_t *weir_snapshot_build_gateway(weir_config_t *cfg, const weir_gate
     if (selected == 0)
         weir_diags_add(diags, WEIR_DIAG_WARNING, NULL, 0, 0,
                        "no Gateway selects this gateway's labels: nothing to listen on");
+    s->build_diags = NULL;
     return s;
 }
 
@@ -228,6 +269,7 @@ weir_snapshot_t *weir_snapshot_build_sidecar(weir_config_t *cfg, const weir_side
     s->generation = next_generation++;
     s->config = cfg;
     s->trust_domain = weir_mem_strdup(id->trust_domain ? id->trust_domain : "cluster.local");
+    s->build_diags = diags;
     compute_inbound_mtls(s, id);
     static const char *const mesh[] = {"mesh"};
     for (size_t i = 0; i < cfg->n_service_entries; i++) {
@@ -252,7 +294,7 @@ weir_snapshot_t *weir_snapshot_build_sidecar(weir_config_t *cfg, const weir_side
             s->outbound[s->n_outbound - 1].routes = weir_router_build(cfg, &scope);
         }
     }
-    (void)diags;
+    s->build_diags = NULL;
     return s;
 }
 

@@ -42,6 +42,7 @@ typedef struct weir_snapshot {
     weir_cluster_t **clusters; /* every cluster a route reaches, built once each */
     size_t n_clusters;
     char *trust_domain;
+    weir_diags_t *build_diags; /* where problems found while building go; NULL afterwards */
     /* Sidecar: how inbound connections must arrive (PeerAuthentication for this workload):
      * the workload-wide mode and the ports that override it. */
     weir_mtls_mode_t inbound_mtls;

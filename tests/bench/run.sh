@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# tests/bench/run.sh: the gateway's plain hop measured beside nginx and HAProxy in one run,
+# tests/bench/run.sh: the gateway's plain hop and its mTLS hop (DestinationRule tls MUTUAL to
+# the backend) measured beside nginx and HAProxy in one run,
 # with ../shared/bench/peers.sh as the driver (loopback only). Not part of ctest: benchmarks
 # report ratios, they do not pass or fail.
 #   tests/bench/run.sh [--quick] [peers.sh options...]
@@ -14,5 +15,7 @@ cmake -S "$root" -B "$root/build-bench" -DCMAKE_BUILD_TYPE=Release -DWEIR_TESTS=
 cmake --build "$root/build-bench" -j"$(nproc)" --target weir >/dev/null
 exec bash "$peers" \
   --ours "$root/build-bench/weir gateway -c {CONFIG} --access-log off --log-level warning" \
-  --ours-config "$here/gateway.yaml.in" --ours-name weir \
-  --scenarios "direct nginx haproxy ours" --out "$root/build-bench/bench.tsv" "$@"
+  --ours-config "$here/gateway.yaml.in" --ours-tls-config "$here/gateway-mtls.yaml.in" \
+  --ours-name weir \
+  --scenarios "${BENCH_SCENARIOS:-direct nginx haproxy ours nginx-mtls haproxy-mtls ours-mtls}" \
+  --out "$root/build-bench/bench.tsv" "$@"
