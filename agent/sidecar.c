@@ -4,32 +4,43 @@
 #include <stdio.h>
 
 #include "agent/original_dst.h"
+#include "common/reload.h"
 #include "common/runtime.h"
 #include "common/snapshot.h"
 
+typedef struct {
+    weir_cli_t cli;
+} sidecar_t;
+
+static weir_snapshot_t *build(weir_config_t *cfg, void *ctx, weir_diags_t *diags)
+{
+    sidecar_t *sc = ctx;
+    weir_sidecar_identity_t id = {
+        .labels = &sc->cli.labels,
+        .namespace = sc->cli.namespace,
+        .service_account = sc->cli.service_account,
+        .trust_domain = sc->cli.trust_domain,
+    };
+    return weir_snapshot_build_sidecar(cfg, &id, diags);
+}
+
 int weir_sidecar_main(int argc, char **argv, int first)
 {
-    weir_cli_t cli;
-    weir_runtime_cli_defaults(&cli);
-    cli.namespace = "default";
-    cli.service_account = "default";
-    cli.inbound_port = 15006;
-    cli.outbound_port = 15001;
+    sidecar_t sc;
+    weir_runtime_cli_defaults(&sc.cli);
+    sc.cli.namespace = "default";
+    sc.cli.service_account = "default";
+    sc.cli.inbound_port = 15006;
+    sc.cli.outbound_port = 15001;
     int status = 2;
-    if (weir_cli_parse(&cli, argc, argv, first) != 0)
+    if (weir_cli_parse(&sc.cli, argc, argv, first) != 0)
         goto out;
     status = 1;
-    weir_config_t *cfg = weir_runtime_load_config(&cli);
+    weir_config_t *cfg = weir_runtime_load_config(&sc.cli);
     if (cfg == NULL)
         goto out;
     weir_diags_t diags = WEIR_DIAGS_INIT;
-    weir_sidecar_identity_t id = {
-        .labels = &cli.labels,
-        .namespace = cli.namespace,
-        .service_account = cli.service_account,
-        .trust_domain = cli.trust_domain,
-    };
-    weir_snapshot_t *snap = weir_snapshot_build_sidecar(cfg, &id, &diags);
+    weir_snapshot_t *snap = build(cfg, &sc, &diags);
     weir_diags_print(&diags, stderr);
     weir_diags_clear(&diags);
     weir_snapshot_set_current(snap);
@@ -38,22 +49,23 @@ int weir_sidecar_main(int argc, char **argv, int first)
     weir_proxy_options_default(&opts);
     opts.use_remote_address = false; /* sidecars leave x-forwarded-for as it came */
     opts.server_name = "envoy";
-    if (weir_runtime_start(&cli, &opts) != 0)
+    if (weir_runtime_start(&sc.cli, &opts) != 0)
         goto shutdown;
     weir_listener_opts_t out_opts = {.kind = WEIR_LISTENER_OUTBOUND,
                                      .original_dst = weir_original_dst,
-                                     .other_capture_port = cli.inbound_port};
+                                     .other_capture_port = sc.cli.inbound_port};
     weir_listener_opts_t in_opts = {.kind = WEIR_LISTENER_INBOUND,
                                     .original_dst = weir_original_dst,
-                                    .other_capture_port = cli.outbound_port};
-    if (weir_runtime_listen("0.0.0.0", cli.outbound_port, &out_opts) != 0 ||
-        weir_runtime_listen("0.0.0.0", cli.inbound_port, &in_opts) != 0)
+                                    .other_capture_port = sc.cli.outbound_port};
+    if (weir_runtime_listen("0.0.0.0", sc.cli.outbound_port, &out_opts) != 0 ||
+        weir_runtime_listen("0.0.0.0", sc.cli.inbound_port, &in_opts) != 0)
         goto shutdown;
+    weir_reload_start(&sc.cli, build, NULL, &sc);
     weir_runtime_run();
     status = 0;
 shutdown:
     weir_runtime_shutdown();
 out:
-    weir_cli_free(&cli);
+    weir_cli_free(&sc.cli);
     return status;
 }

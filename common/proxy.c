@@ -1951,6 +1951,26 @@ static void listener_closed(uv_handle_t *h)
     free(h->data);
 }
 
+size_t weir_proxy_listener_ports(uint32_t *out, size_t max)
+{
+    size_t n = 0;
+    for (listener_t *l = listeners; l && n < max; l = l->next)
+        out[n++] = l->port;
+    return n;
+}
+
+void weir_proxy_close_listener(uint32_t port)
+{
+    for (listener_t **pp = &listeners; *pp; pp = &(*pp)->next) {
+        if ((*pp)->port == port) {
+            listener_t *l = *pp;
+            *pp = l->next;
+            uv_close((uv_handle_t *)&l->tcp, listener_closed);
+            return;
+        }
+    }
+}
+
 void weir_proxy_close_listeners(void)
 {
     while (listeners) {

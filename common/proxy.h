@@ -76,6 +76,11 @@ typedef struct {
 /* Starts accepting on bind:port. Returns 0 or a negative UV error. */
 int weir_proxy_listen(const char *bind, uint32_t port, const weir_listener_opts_t *opts);
 
+/* The ports weir listens on now (at most max of them); returns how many. */
+size_t weir_proxy_listener_ports(uint32_t *out, size_t max);
+/* Stops accepting on one port (a Gateway server that a reload removed). */
+void weir_proxy_close_listener(uint32_t port);
+
 /* Stops accepting on every listener (their handles close asynchronously). */
 void weir_proxy_close_listeners(void);
 

@@ -8,6 +8,7 @@
 
 #include "common/identity.h"
 #include "common/log.h"
+#include "common/reload.h"
 #include "common/loop.h"
 #include "common/snapshot.h"
 
@@ -97,6 +98,7 @@ void weir_runtime_run(void)
 void weir_runtime_shutdown(void)
 {
     weir_access_log_close();
+    weir_reload_stop();
     weir_identity_unload();
     weir_snapshot_set_current(NULL);
     uv_run(weir_loop(), UV_RUN_NOWAIT); /* let closing handles finish */
