@@ -73,6 +73,14 @@ typedef struct {
     size_t n_seen, cap_seen;
 } cfg_t;
 
+/* A tls[].match[].sniHosts entry, checked against the VirtualService's hosts once they are
+ * all read (they may come after tls in the YAML). */
+typedef struct {
+    const char *path;
+    const weir_yaml_node_t *at;
+    const char *host;
+} sni_t;
+
 /* Loader state for one file. */
 typedef struct {
     cfg_t *c;
@@ -80,6 +88,8 @@ typedef struct {
     const char *file; /* in c->pub.files */
     const char *ns;   /* namespace of the resource being read */
     weir_buf_t path;  /* field path of the value being read, relative to spec */
+    sni_t *sni;       /* of the VirtualService being read */
+    size_t n_sni, cap_sni;
 } ld_t;
 
 /* ---- arena ---------------------------------------------------------------------------------- */
@@ -215,20 +225,24 @@ static const weir_yaml_node_t *field(const weir_yaml_node_t *map, const char *ke
     return v && !weir_yaml_is_null(v) ? v : NULL;
 }
 
-/* An error about map.key, placed at its value or, when absent, at the map. */
-static void err_field(ld_t *ld, const weir_yaml_node_t *map, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* A diagnostic about map.key, placed at its value or, when absent, at the map. */
+static void report_field(ld_t *ld, weir_diag_level_t level, const weir_yaml_node_t *map,
+                         const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
-static void err_field(ld_t *ld, const weir_yaml_node_t *map, const char *key, const char *fmt, ...)
+static void report_field(ld_t *ld, weir_diag_level_t level, const weir_yaml_node_t *map,
+                         const char *key, const char *fmt, ...)
 {
     const weir_yaml_node_t *at = weir_yaml_map_get(map, key);
     size_t mark = path_key(ld, key);
     va_list ap;
     va_start(ap, fmt);
-    report(ld, WEIR_DIAG_ERROR, at ? at : map, fmt, ap);
+    report(ld, level, at ? at : map, fmt, ap);
     va_end(ap);
     path_pop(ld, mark);
 }
+
+#define err_field(ld, map, key, ...) report_field((ld), WEIR_DIAG_ERROR, (map), (key), __VA_ARGS__)
 
 static void require(ld_t *ld, const weir_yaml_node_t *map, const char *key)
 {
@@ -367,6 +381,52 @@ static void labels_of(ld_t *ld, const weir_yaml_node_t *v, weir_labels_t *out)
     }
 }
 
+/* A google.protobuf.Duration (weir_config_duration_ms). Istio's ValidateDuration wants at least
+ * 1 ms; allow_zero is for the one field where "0s" means "none" (tcp.idleTimeout). */
+static bool duration_of(ld_t *ld, const weir_yaml_node_t *v, bool allow_zero, int64_t *out)
+{
+    const char *why = NULL;
+    int64_t ms;
+    if (v->type != WEIR_YAML_SCALAR) {
+        err(ld, v, "must be a duration such as \"1s\" or \"500ms\", got %s", describe(ld, v));
+        return false;
+    }
+    if (weir_config_duration_ms(v->scalar, &ms, &why) != 0) {
+        err(ld, v, "invalid duration \"%.64s\": %s", v->scalar, why);
+        return false;
+    }
+    if (ms == 0 && !allow_zero) {
+        err(ld, v, "must be at least 1ms, got \"%.64s\"", v->scalar);
+        return false;
+    }
+    *out = ms;
+    return true;
+}
+
+/* A YAML number as protobuf's JSON mapping reads a double: decimal, with an optional fraction
+ * and exponent (no hex, no .inf or .nan, which are no percentage anyway). */
+static bool double_of(ld_t *ld, const weir_yaml_node_t *v, double *out)
+{
+    const char *s = v->type == WEIR_YAML_SCALAR && v->plain ? v->scalar : "";
+    size_t i = (*s == '-' || *s == '+') ? 1 : 0, int_digits = strspn(s + i, "0123456789");
+    i += int_digits;
+    size_t frac_digits = s[i] == '.' ? strspn(s + i + 1, "0123456789") : 0;
+    i += s[i] == '.' ? 1 + frac_digits : 0;
+    bool ok = int_digits + frac_digits > 0;
+    if (ok && (s[i] == 'e' || s[i] == 'E')) {
+        i += (s[i + 1] == '-' || s[i + 1] == '+') ? 2 : 1;
+        size_t exp_digits = strspn(s + i, "0123456789");
+        ok = exp_digits > 0;
+        i += exp_digits;
+    }
+    if (!ok || s[i] != '\0') {
+        err(ld, v, "must be a number, got %s", describe(ld, v));
+        return false;
+    }
+    *out = strtod(s, NULL);
+    return true;
+}
+
 /* ---- names and hosts ------------------------------------------------------------------------ */
 
 /* NULL when s is a DNS name (RFC 1123 labels; a trailing dot allowed), else the reason. */
@@ -456,15 +516,18 @@ typedef void (*field_fn)(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_
                          void *dst);
 
 typedef enum {
-    FT_FN,     /* fn(ld, key, val, obj + off) */
-    FT_NODE,   /* const weir_yaml_node_t *: kept for a check after the walk */
-    FT_STR,    /* char * */
-    FT_HOST,   /* char *, short names resolved in the resource's namespace */
-    FT_BOOL,   /* bool */
-    FT_PORT,   /* uint32_t, 1..65535 */
-    FT_LABELS, /* weir_labels_t */
-    FT_LATER,  /* an Istio field weir reads but does not act on yet: warn, never silence */
-    FT_QUIET,  /* accepted, meaningless to a data plane (Kubernetes bookkeeping) */
+    FT_FN,       /* fn(ld, key, val, obj + off) */
+    FT_NODE,     /* const weir_yaml_node_t *: kept for a check after the walk */
+    FT_STR,      /* char * */
+    FT_HOST,     /* char *, short names resolved in the resource's namespace */
+    FT_BOOL,     /* bool */
+    FT_PORT,     /* uint32_t, 1..65535 */
+    FT_LABELS,   /* weir_labels_t */
+    FT_DURATION, /* int64_t milliseconds, at least 1 (Istio's ValidateDuration) */
+    FT_COUNT,    /* uint32_t from an int32 that Istio wants non-negative: 0..2^31-1 */
+    FT_UINT32,   /* uint32_t, the whole range (google.protobuf.UInt32Value, uint32) */
+    FT_LATER,    /* an Istio field weir reads but does not act on yet: warn, never silence */
+    FT_QUIET,    /* accepted, meaningless to a data plane (Kubernetes bookkeeping) */
 } field_type_t;
 
 typedef struct {
@@ -483,6 +546,9 @@ typedef struct {
 #define F_BOOL(n, T, m) {n, FT_BOOL, offsetof(T, m), NULL}
 #define F_PORT(n, T, m) {n, FT_PORT, offsetof(T, m), NULL}
 #define F_LABELS(n, T, m) {n, FT_LABELS, offsetof(T, m), NULL}
+#define F_DURATION(n, T, m) {n, FT_DURATION, offsetof(T, m), NULL}
+#define F_COUNT(n, T, m) {n, FT_COUNT, offsetof(T, m), NULL}
+#define F_UINT32(n, T, m) {n, FT_UINT32, offsetof(T, m), NULL}
 #define F_LATER(n) {n, FT_LATER, 0, NULL}
 #define F_QUIET(n) {n, FT_QUIET, 0, NULL}
 #define F_END {NULL, FT_QUIET, 0, NULL}
@@ -598,6 +664,14 @@ static bool walk(ld_t *ld, const weir_yaml_node_t *v, const field_t *table, void
         case FT_LABELS:
             labels_of(ld, val, (weir_labels_t *)dst);
             break;
+        case FT_DURATION:
+            duration_of(ld, val, false, (int64_t *)dst);
+            break;
+        case FT_COUNT:
+        case FT_UINT32:
+            if (int_of(ld, val, 0, f->type == FT_COUNT ? INT32_MAX : UINT32_MAX, &n))
+                *(uint32_t *)dst = (uint32_t)n;
+            break;
         case FT_LATER:
             later(ld, key);
             break;
@@ -625,6 +699,56 @@ static bool each(ld_t *ld, const weir_yaml_node_t *v, item_fn fn, void *dst)
 }
 
 /* ---- shared Istio types --------------------------------------------------------------------- */
+
+/* Percentages: PCT_INT reads one of the deprecated integer percents (mirrorPercent,
+ * fault.delay.percent) or an int32 percent (maxEjectionPercent), else a Percent message
+ * ({value: double}, whose value may be omitted: 0). PCT_MILLIONTHS adds Istio's
+ * validatePercentage rule for faults, whose Envoy FractionalPercent counts in millionths: a
+ * value between 0 and 0.0001 would be 0. */
+enum { PCT_INT = 1, PCT_MILLIONTHS = 2 };
+
+typedef struct {
+    const weir_yaml_node_t *value;
+} percent_nodes_t;
+
+static const field_t percent_fields[] = {
+    F_NODE("value", percent_nodes_t, value),
+    F_END,
+};
+
+static bool percent_of(ld_t *ld, const weir_yaml_node_t *v, int flags, weir_percent_t *out)
+{
+    double d = 0;
+    const weir_yaml_node_t *at = v;
+    if (flags & PCT_INT) {
+        int64_t n;
+        if (!int_of(ld, v, INT32_MIN, INT32_MAX, &n))
+            return false;
+        d = (double)n;
+    } else {
+        percent_nodes_t n = {0};
+        if (!walk(ld, v, percent_fields, &n))
+            return false;
+        size_t mark = path_key(ld, "value");
+        bool ok = n.value == NULL || double_of(ld, n.value, &d);
+        path_pop(ld, mark);
+        if (!ok)
+            return false;
+        at = n.value ? n.value : v;
+    }
+    const char *problem = d < 0 || d > 100 ? "must be 0..100"
+                          : (flags & PCT_MILLIONTHS) && d > 0 && d < 0.0001
+                              ? "must be 0, or 0.0001..100 (Envoy counts in millionths)"
+                              : NULL;
+    if (problem) {
+        size_t mark = at == v ? ld->path.len : path_key(ld, "value");
+        err(ld, at, "%s, got %s", problem, at->scalar);
+        path_pop(ld, mark);
+        return false;
+    }
+    *out = (weir_percent_t){true, d};
+    return true;
+}
 
 typedef struct {
     char **items;
@@ -780,6 +904,37 @@ static void kv_matches_of(ld_t *ld, const weir_yaml_node_t *v, bool header, weir
     *n = v->count;
 }
 
+/* TLS settings (a Gateway server's, a DestinationRule's) are checked against tables of rows:
+ * a row applies to its modes (bits of the mode enum) when every field of `when` is given and
+ * none of `unless` is; then each field of `refused` that is given, and each of `required` that
+ * is not, gets the row's diagnostic. Fields are bits, in the order of a NULL-terminated list
+ * of their names. */
+struct tls_rule {
+    unsigned modes, when, unless, refused, required;
+    weir_diag_level_t level;
+    const char *why;
+};
+
+static bool nonempty(const char *s)
+{
+    return s && *s; /* proto3: "" is the same as not given */
+}
+
+static void tls_rules_check(ld_t *ld, const weir_yaml_node_t *v, const struct tls_rule *rules,
+                            size_t n_rules, const char *const names[], unsigned mode_bit,
+                            unsigned given)
+{
+    for (const struct tls_rule *r = rules; r < rules + n_rules; r++) {
+        if (!(r->modes & mode_bit) || (given & r->when) != r->when || (given & r->unless))
+            continue;
+        for (unsigned f = 0; names[f]; f++) {
+            unsigned bit = 1u << f;
+            if ((r->refused & bit & given) || (r->required & bit & ~given))
+                report_field(ld, r->level, v, names[f], "%s", r->why);
+        }
+    }
+}
+
 /* ---- Gateway -------------------------------------------------------------------------------- */
 
 static const char *const gateway_protocols[] = {"HTTP",  "HTTPS", "GRPC", "GRPC-WEB", "HTTP2",
@@ -810,7 +965,6 @@ static char *protocol_of(ld_t *ld, const weir_yaml_node_t *v, const char *const 
 
 typedef struct {
     weir_gateway_server_t s;
-    bool tls_certs; /* serverCertificate, privateKey or caCertificates given */
 } server_w;
 
 static void server_protocol(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
@@ -884,51 +1038,133 @@ static const char *const tls_modes[] = {
 static void tls_mode(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     int m = enum_of(ld, v, tls_modes); /* same order as weir_server_tls_mode_t */
-    if (m >= 0) {
-        ((server_w *)dst)->s.tls_mode = (weir_server_tls_mode_t)m;
+    if (m < 0)
+        return;
+    ((server_w *)dst)->s.tls_mode = (weir_server_tls_mode_t)m;
+    /* The gateway terminates SIMPLE and MUTUAL and routes PASSTHROUGH by SNI; the others (the
+     * multi-network SNI scheme, mesh certificates for outside clients, an optional client
+     * certificate) are not there yet. */
+    if (m == WEIR_TLS_MODE_AUTO_PASSTHROUGH || m == WEIR_TLS_MODE_ISTIO_MUTUAL ||
+        m == WEIR_TLS_MODE_OPTIONAL_MUTUAL)
         later(ld, key);
-    }
 }
 
-static void tls_credential(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
-                           void *dst)
+static void server_tls_sans(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                            void *dst)
 {
-    char *s = str_of(ld, v);
-    if (s) {
-        ((server_w *)dst)->s.credential_name = s;
-        later(ld, key);
-    }
+    weir_gateway_server_t *s = dst;
+    strings_of(ld, v, &s->subject_alt_names, &s->n_subject_alt_names);
 }
 
-static void tls_cert(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+static const char *const tls_versions[] = {"TLS_AUTO", "TLSV1_0", "TLSV1_1",
+                                           "TLSV1_2",  "TLSV1_3", NULL};
+
+/* minProtocolVersion. weir's TLS engine is mbedTLS 2.28, which speaks TLS 1.2 and nothing
+ * newer, and weir refuses anything older (hardening): 1.2 is the only version there is. */
+static void tls_min_version(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                            void *dst)
 {
-    ((server_w *)dst)->tls_certs = true;
-    later(ld, key);
+    int i = enum_of(ld, v, tls_versions); /* same order as weir_tls_version_t */
+    if (i < 0)
+        return;
+    *(weir_tls_version_t *)dst = (weir_tls_version_t)i;
+    if (i == WEIR_TLS_V1_3)
+        err(ld, v,
+            "TLSV1_3 cannot be required: weir's TLS engine (mbedTLS 2.28) has no TLS 1.3; "
+            "use TLSV1_2");
+    else if (i == WEIR_TLS_V1_0 || i == WEIR_TLS_V1_1)
+        warn(ld, v, "weir accepts TLS 1.2 only: %s clients are refused", v->scalar);
+}
+
+static void tls_max_version(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                            void *dst)
+{
+    int i = enum_of(ld, v, tls_versions);
+    if (i < 0)
+        return;
+    *(weir_tls_version_t *)dst = (weir_tls_version_t)i;
+    if (i == WEIR_TLS_V1_0 || i == WEIR_TLS_V1_1)
+        err(ld, v, "weir speaks TLS 1.2 only and cannot serve %s", v->scalar);
+}
+
+static void tls_cipher_suites(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                              void *dst)
+{
+    weir_gateway_server_t *s = dst;
+    strings_of(ld, v, &s->cipher_suites, &s->n_cipher_suites);
+    warn(ld, key,
+         "not applied: weir offers its own TLS 1.2 suites (ECDHE-ECDSA with AES-GCM); "
+         "ignored");
 }
 
 static const field_t server_tls_fields[] = {
     F_BOOL("httpsRedirect", server_w, s.https_redirect),
     F_FN0("mode", tls_mode),
-    F_FN0("credentialName", tls_credential),
-    F_FN0("serverCertificate", tls_cert),
-    F_FN0("privateKey", tls_cert),
-    F_FN0("caCertificates", tls_cert),
+    F_STR("credentialName", server_w, s.credential_name),
+    F_STR("serverCertificate", server_w, s.server_certificate),
+    F_STR("privateKey", server_w, s.private_key),
+    F_STR("caCertificates", server_w, s.ca_certificates),
+    F_FN("subjectAltNames", server_w, s, server_tls_sans),
+    F_FN("minProtocolVersion", server_w, s.min_protocol_version, tls_min_version),
+    F_FN("maxProtocolVersion", server_w, s.max_protocol_version, tls_max_version),
+    F_FN("cipherSuites", server_w, s, tls_cipher_suites),
     F_LATER("credentialNames"),
     F_LATER("tlsCertificates"),
     F_LATER("caCrl"),
-    F_LATER("subjectAltNames"),
+    F_LATER("caCertCredentialName"),
     F_LATER("verifyCertificateSpki"),
     F_LATER("verifyCertificateHash"),
-    F_LATER("minProtocolVersion"),
-    F_LATER("maxProtocolVersion"),
-    F_LATER("cipherSuites"),
+    F_LATER("insecureSkipVerify"),
     F_END,
+};
+
+/* ServerTLSSettings fields as bits, in the order of server_tls_field_names. */
+enum {
+    STLS_CERT = 1 << 0,
+    STLS_KEY = 1 << 1,
+    STLS_CA = 1 << 2,
+    STLS_CREDENTIAL = 1 << 3,
+};
+static const char *const server_tls_field_names[] = {"serverCertificate", "privateKey",
+                                                     "caCertificates", "credentialName", NULL};
+
+#define STLS_MODE(m) (1u << WEIR_TLS_MODE_##m)
+#define STLS_TERMINATING (STLS_MODE(SIMPLE) | STLS_MODE(MUTUAL) | STLS_MODE(OPTIONAL_MUTUAL))
+
+/* Istio's validateTLSOptions, as rows of a tls_rule table (see tls_rules_check). Stricter in two
+ * places: credentialName with certificate files is refused whatever files (Istio refuses only
+ * a full serverCertificate + privateKey pair, and ignores the rest), and so is a MUTUAL
+ * caCertificates beside credentialName, which Istio ignores for the credential's own. */
+static const struct tls_rule server_tls_rules[] = {
+    {STLS_MODE(ISTIO_MUTUAL), 0, 0, STLS_CERT | STLS_KEY | STLS_CA | STLS_CREDENTIAL, 0,
+     WEIR_DIAG_ERROR, "not allowed with mode ISTIO_MUTUAL, which uses the mesh certificates"},
+    {STLS_MODE(PASSTHROUGH) | STLS_MODE(AUTO_PASSTHROUGH), 0, 0,
+     STLS_CERT | STLS_KEY | STLS_CA | STLS_CREDENTIAL, 0, WEIR_DIAG_WARNING,
+     "ignored: a PASSTHROUGH mode does not terminate TLS (the default mode is PASSTHROUGH)"},
+    {STLS_TERMINATING, STLS_CREDENTIAL, 0, STLS_CERT | STLS_KEY | STLS_CA, 0, WEIR_DIAG_ERROR,
+     "cannot be combined with credentialName, which names the certificates"},
+    {STLS_TERMINATING, 0, STLS_CREDENTIAL, 0, STLS_CERT | STLS_KEY, WEIR_DIAG_ERROR,
+     "required to terminate TLS unless credentialName is given"},
+    {STLS_MODE(MUTUAL) | STLS_MODE(OPTIONAL_MUTUAL), 0, STLS_CREDENTIAL, 0, STLS_CA,
+     WEIR_DIAG_ERROR, "required to verify client certificates unless credentialName is given"},
 };
 
 static void server_tls(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
 {
     server_w *w = dst;
-    w->s.has_tls = walk(ld, v, server_tls_fields, w);
+    weir_gateway_server_t *s = &w->s;
+    s->has_tls = walk(ld, v, server_tls_fields, w);
+    if (!s->has_tls)
+        return;
+    unsigned given = (nonempty(s->server_certificate) ? STLS_CERT : 0) |
+                     (nonempty(s->private_key) ? STLS_KEY : 0) |
+                     (nonempty(s->ca_certificates) ? STLS_CA : 0) |
+                     (nonempty(s->credential_name) ? STLS_CREDENTIAL : 0);
+    tls_rules_check(ld, v, server_tls_rules, sizeof(server_tls_rules) / sizeof(server_tls_rules[0]),
+                    server_tls_field_names, 1u << s->tls_mode, given);
+    if (s->min_protocol_version && s->max_protocol_version &&
+        s->max_protocol_version < s->min_protocol_version)
+        err_field(ld, v, "maxProtocolVersion", "is below minProtocolVersion");
 }
 
 static const field_t server_fields[] = {
@@ -965,7 +1201,8 @@ static void gateway_server(ld_t *ld, const weir_yaml_node_t *item, size_t i, voi
         if (is_tls && field(item, "tls") == NULL)
             err_field(ld, item, "tls", "required when port.protocol is %s", p);
         else if (w.s.has_tls && is_http &&
-                 (w.s.tls_mode != WEIR_TLS_MODE_PASSTHROUGH || w.tls_certs))
+                 (w.s.tls_mode != WEIR_TLS_MODE_PASSTHROUGH || w.s.server_certificate ||
+                  w.s.private_key || w.s.ca_certificates))
             err_field(ld, item, "tls", "a plain-text %s port may only set httpsRedirect", p);
         else if (w.s.has_tls && p && !is_tls && !is_http)
             err_field(ld, item, "tls", "not allowed when port.protocol is %s", p);
@@ -1005,6 +1242,10 @@ typedef struct {
     weir_http_route_t r;
     const char *action; /* the first of route, redirect, directResponse, delegate written */
     bool delegate;
+    /* Mirroring is normalised after the walk (rule_mirror_finish), from these. */
+    weir_mirror_policy_t mirror;
+    weir_percent_t mirror_percentage, mirror_percent;
+    const weir_yaml_node_t *mirror_key, *mirrors_key, *mirror_percentage_key, *mirror_percent_key;
 } rule_w;
 
 /* route, redirect, directResponse and delegate exclude each other (virtualservice.go). */
@@ -1141,19 +1382,235 @@ static void route_weight(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_
     }
 }
 
-static const field_t route_destination_fields[] = {
-    F_FN("destination", weir_route_destination_t, destination, route_destination),
-    F_FN0("weight", route_weight),
-    F_LATER("headers"),
+/* ---- Headers -------------------------------------------------------------------------------- */
+
+/* RFC 9110 token characters: what a header name may be made of. */
+static bool is_token(const char *s)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && strchr(extra, *s) == NULL)
+            return false;
+    return true;
+}
+
+/* One Headers.HeaderOperations while it is read. Istio checks names per side: request.set and
+ * request.add may name the authority (a host rewrite), nothing else may name `host`, and
+ * nothing may name a pseudo header. */
+typedef struct {
+    weir_header_ops_t *ops;
+    weir_headers_t *headers;
+    bool request;
+} header_ops_w;
+
+/* The name of a header operation, lower-cased; NULL after an error. *authority is set when the
+ * name is the authority in request.set / request.add. */
+static char *header_name_of(ld_t *ld, const weir_yaml_node_t *at, const char *name,
+                            const header_ops_w *w, bool set_or_add, bool *authority)
+{
+    char *lower = arena_strdup(ld->c, name);
+    for (char *p = lower; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    *authority =
+        w->request && set_or_add && (!strcmp(lower, "host") || !strcmp(lower, ":authority"));
+    const char *problem = *lower == '\0'               ? "header name cannot be empty"
+                          : *authority                 ? NULL
+                          : strcmp(lower, "host") == 0 ? "cannot change the host header here; "
+                                                         "request.set or request.add rewrites "
+                                                         "the authority"
+                          : *lower == ':'              ? "cannot change a pseudo header"
+                          : !is_token(lower)           ? "not a valid header name"
+                                                       : NULL;
+    if (problem) {
+        err(ld, at, "%s", problem);
+        return NULL;
+    }
+    return lower;
+}
+
+/* A value for set / add as it will be sent. Envoy reads these values as format strings: "%%"
+ * is a literal "%", "%NAME%" or "%NAME(args)%" a substitution that weir does not do, so such
+ * an operation is dropped with a warning; a lone "%" is an error, as in Istio's
+ * validateHeaderValue. NULL when the operation is not kept. */
+static char *header_value_of(ld_t *ld, const weir_yaml_node_t *v, bool literal)
+{
+    char *s = str_of(ld, v);
+    if (s == NULL)
+        return NULL;
+    for (const char *p = s; *p; p++) {
+        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f) {
+            err(ld, v, "must not contain control characters");
+            return NULL;
+        }
+    }
+    if (literal) /* a host rewrite is a literal, not a format string */
+        return s;
+    char *w = s;
+    for (const char *p = s; *p; p++) {
+        if (*p != '%') {
+            *w++ = *p;
+        } else if (p[1] == '%') {
+            *w++ = *p++;
+        } else if (strchr(p + 1, '%') == NULL) {
+            err(ld, v, "a lone %% must be written %%%% (Envoy reads %%NAME%% as a variable)");
+            return NULL;
+        } else {
+            warn(ld, v,
+                 "Envoy's %%VARIABLE%% substitutions are not applied by weir yet; this "
+                 "header is left alone");
+            return NULL;
+        }
+    }
+    *w = '\0';
+    return s;
+}
+
+/* set or add: a map of header names to values. */
+static void header_map(ld_t *ld, const weir_yaml_node_t *v, header_ops_w *w, bool add)
+{
+    if (!is_map(ld, v))
+        return;
+    weir_header_op_t *ops = arena_array(ld->c, v->count, sizeof(*ops));
+    size_t n = 0;
+    for (size_t i = 0; i < v->count; i++) {
+        const weir_yaml_node_t *k = v->keys[i], *val = v->items[i];
+        size_t mark = path_mapkey(ld, k->scalar);
+        bool authority;
+        char *name = header_name_of(ld, k, k->scalar, w, true, &authority);
+        char *value = name ? header_value_of(ld, val, authority) : NULL;
+        if (value && authority && w->headers->authority) {
+            /* Istio picks one arbitrarily within a map, set over add otherwise, and refuses two
+             * at the route level (validateAuthorityRewrite): weir refuses two anywhere. */
+            err(ld, k, "the authority is already rewritten to \"%s\" in this headers block",
+                w->headers->authority);
+        } else if (value && authority) {
+            w->headers->authority = value;
+        } else if (value) {
+            ops[n++] = (weir_header_op_t){name, value};
+        }
+        path_pop(ld, mark);
+    }
+    if (add) {
+        w->ops->add = ops;
+        w->ops->n_add = n;
+    } else {
+        w->ops->set = ops;
+        w->ops->n_set = n;
+    }
+}
+
+static void header_set(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    header_map(ld, v, dst, false);
+}
+
+static void header_add(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    header_map(ld, v, dst, true);
+}
+
+static void header_remove_item(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *dst)
+{
+    header_ops_w *w = dst;
+    char *s = str_of(ld, item);
+    bool authority;
+    char *name = s ? header_name_of(ld, item, s, w, false, &authority) : NULL;
+    if (name)
+        w->ops->remove[w->ops->n_remove++] = name;
+}
+
+static void header_remove(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                          void *dst)
+{
+    header_ops_w *w = dst;
+    if (v->type == WEIR_YAML_SEQ)
+        w->ops->remove = arena_array(ld->c, v->count, sizeof(char *));
+    each(ld, v, header_remove_item, w);
+}
+
+static const field_t header_ops_fields[] = {
+    F_FN0("set", header_set),
+    F_FN0("add", header_add),
+    F_FN0("remove", header_remove),
     F_END,
 };
 
-static void rule_route_item(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *dst)
+static void headers_request(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                            void *dst)
 {
-    weir_route_destination_t *rd = &((rule_w *)dst)->r.route[i];
+    weir_headers_t *h = dst;
+    walk(ld, v, header_ops_fields, &(header_ops_w){&h->request, h, true});
+}
+
+static void headers_response(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                             void *dst)
+{
+    weir_headers_t *h = dst;
+    walk(ld, v, header_ops_fields, &(header_ops_w){&h->response, h, false});
+}
+
+static const field_t headers_fields[] = {
+    F_FN0("request", headers_request),
+    F_FN0("response", headers_response),
+    F_END,
+};
+
+/* Headers, route level or per destination, into a weir_headers_t. */
+static void headers_field(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                          void *dst)
+{
+    walk(ld, v, headers_fields, dst);
+}
+
+/* ---- destination lists ---------------------------------------------------------------------- */
+
+static const field_t http_route_destination_fields[] = {
+    F_FN("destination", weir_route_destination_t, destination, route_destination),
+    F_FN0("weight", route_weight),
+    F_FN("headers", weir_route_destination_t, headers, headers_field),
+    F_END,
+};
+
+/* RouteDestination of tls[] and tcp[]: no headers. */
+static const field_t l4_route_destination_fields[] = {
+    F_FN("destination", weir_route_destination_t, destination, route_destination),
+    F_FN0("weight", route_weight),
+    F_END,
+};
+
+typedef struct {
+    weir_route_destination_t *items;
+    const field_t *fields;
+} destinations_w;
+
+static void destination_item(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *dst)
+{
+    destinations_w *w = dst;
+    weir_route_destination_t *rd = &w->items[i];
     rd->place = place_of(ld, item);
-    if (walk(ld, item, route_destination_fields, rd))
+    if (walk(ld, item, w->fields, rd))
         require(ld, item, "destination");
+}
+
+/* route[] of http[], tls[] and tcp[], with Istio's weight rules (validateRouteDestinations). */
+static void destinations_of(ld_t *ld, const weir_yaml_node_t *v, const field_t *fields,
+                            weir_route_destination_t **out, size_t *n)
+{
+    destinations_w w = {NULL, fields};
+    if (v->type == WEIR_YAML_SEQ) {
+        w.items = arena_array(ld->c, v->count, sizeof(*w.items));
+        *out = w.items;
+        *n = v->count;
+    }
+    if (!each(ld, v, destination_item, &w))
+        return;
+    if (v->count == 0)
+        err(ld, v, "must have at least one destination");
+    int64_t total = 0;
+    for (size_t i = 0; i < *n; i++)
+        total += w.items[i].weight;
+    if (*n > 1 && total == 0) /* S14: a single destination ignores its weight */
+        err(ld, v, "total destination weight = 0");
 }
 
 static void rule_route(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
@@ -1162,19 +1619,375 @@ static void rule_route(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_no
     if (!take_action(ld, key, w, "route"))
         return;
     w->r.action = WEIR_ACTION_ROUTE;
-    if (v->type == WEIR_YAML_SEQ) {
-        w->r.route = arena_array(ld->c, v->count, sizeof(*w->r.route));
-        w->r.n_route = v->count;
-    }
-    if (!each(ld, v, rule_route_item, w))
+    destinations_of(ld, v, http_route_destination_fields, &w->r.route, &w->r.n_route);
+}
+
+/* ---- timeout, retries, fault, mirrors ------------------------------------------------------- */
+
+static void rule_timeout(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                         void *dst)
+{
+    duration_of(ld, v, false, &((rule_w *)dst)->r.timeout_ms);
+}
+
+/* The statuses Go's http.StatusText knows: Istio takes a retryOn integer as a status code only
+ * if it is one of them (ValidateHTTPRetry, parseRetryOn). */
+static bool known_http_status(unsigned long code)
+{
+    static const unsigned short ranges[][2] = {
+        {100, 103}, {200, 208}, {226, 226}, {300, 305}, {307, 308}, {400, 418},
+        {421, 426}, {428, 429}, {431, 431}, {451, 451}, {500, 508}, {510, 511},
+    };
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
+        if (code >= ranges[i][0] && code <= ranges[i][1])
+            return true;
+    return false;
+}
+
+typedef struct {
+    weir_http_retry_t p;
+    bool retry_on_given, remote_localities_given;
+} retry_w;
+
+/* "5xx,connect-failure,503": comma-separated conditions and status codes, without spaces (as
+ * Istio's validation splits it). Integers become retriable_status_codes and add
+ * retriable-status-codes (retry.go ConvertPolicy). */
+static void retry_on(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    retry_w *w = dst;
+    char *s = str_of(ld, v);
+    if (s == NULL || *s == '\0') /* "" is proto3's "not given": the default conditions */
         return;
-    if (v->count == 0)
-        err(ld, v, "must have at least one destination");
-    int64_t total = 0;
-    for (size_t i = 0; i < w->r.n_route; i++)
-        total += w->r.route[i].weight;
-    if (w->r.n_route > 1 && total == 0) /* S14: a single destination ignores its weight */
-        err(ld, v, "total destination weight = 0");
+    size_t n_parts = 1;
+    for (const char *p = s; *p; p++)
+        n_parts += *p == ',';
+    uint32_t bits = 0, *codes = arena_array(ld->c, n_parts, sizeof(*codes));
+    size_t n_codes = 0;
+    bool ok = true;
+    for (char *save = NULL, *tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        size_t digits = strspn(tok, "0123456789"), known = 0;
+        unsigned long code = digits && !tok[digits] && digits < 4 ? strtoul(tok, NULL, 10) : 0;
+        uint32_t bit = weir_retry_condition_from_name(tok); /* the names live in retry.c */
+        while (known < n_codes && codes[known] != code)
+            known++;
+        if (known_http_status(code) && known < n_codes) {
+            continue; /* a repeat changes nothing */
+        } else if (known_http_status(code) && n_codes == WEIR_RETRY_MAX_STATUS_CODES) {
+            err(ld, v, "lists more than %d status codes", WEIR_RETRY_MAX_STATUS_CODES);
+            ok = false;
+            break;
+        } else if (known_http_status(code)) {
+            codes[n_codes++] = (uint32_t)code;
+        } else if (bit) {
+            bits |= bit;
+        } else {
+            err(ld, v, "\"%s\" is not a retryOn condition%s", tok,
+                strpbrk(tok, " \t")     ? " (no spaces around the commas)"
+                : digits == strlen(tok) ? " nor an HTTP status"
+                                        : "");
+            ok = false;
+        }
+    }
+    if (strstr(v->scalar, ",,") || v->scalar[0] == ',' || v->scalar[v->scalar_len - 1] == ',') {
+        err(ld, v, "has an empty condition (a stray comma)");
+        ok = false;
+    }
+    if (!ok)
+        return;
+    if (n_codes)
+        bits |= WEIR_RETRY_ON_RETRIABLE_STATUS_CODES;
+    w->p.retry_on = bits;
+    w->p.retriable_status_codes = codes;
+    w->p.n_retriable_status_codes = n_codes;
+    w->retry_on_given = true;
+}
+
+static void retry_remote_localities(ld_t *ld, const weir_yaml_node_t *key,
+                                    const weir_yaml_node_t *v, void *dst)
+{
+    retry_w *w = dst;
+    w->remote_localities_given = bool_of(ld, v, &w->p.retry_remote_localities);
+}
+
+static void retry_attempts(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                           void *dst)
+{
+    int64_t n;
+    if (int_of(ld, v, 0, INT32_MAX, &n))
+        *(int32_t *)dst = (int32_t)n;
+}
+
+static const field_t retry_fields[] = {
+    F_FN("attempts", retry_w, p.attempts, retry_attempts),
+    F_DURATION("perTryTimeout", retry_w, p.per_try_timeout_ms),
+    F_FN0("retryOn", retry_on),
+    F_FN0("retryRemoteLocalities", retry_remote_localities),
+    F_BOOL("retryIgnorePreviousHosts", retry_w, p.ignore_previous_hosts),
+    F_DURATION("backoff", retry_w, p.backoff_ms),
+    F_END,
+};
+
+/* Istio's policy for a route without `retries` (S4). */
+static const weir_http_retry_t default_retry_policy = {
+    .attempts = WEIR_RETRY_ISTIO_DEFAULT_ATTEMPTS,
+    .retry_on = WEIR_RETRY_ON_ISTIO_DEFAULT,
+    .ignore_previous_hosts = true,
+};
+
+static void rule_retries(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                         void *dst)
+{
+    retry_w w = {.p = default_retry_policy};
+    w.p.attempts = 0; /* proto3: attempts not written is 0, which turns retries off */
+    w.p.set = true;
+    if (!walk(ld, v, retry_fields, &w))
+        return;
+    if (w.p.attempts == 0 &&
+        (w.p.per_try_timeout_ms || w.retry_on_given || w.remote_localities_given))
+        err_field(ld, v, "attempts",
+                  "is 0, which turns retries off, yet perTryTimeout, retryOn or "
+                  "retryRemoteLocalities is given; set attempts");
+    ((rule_w *)dst)->r.retries = w.p;
+}
+
+/* HTTPFaultInjection while it is read: the deprecated delay.percent is kept apart, because
+ * percentage wins over it whatever their order (route.go TranslateFault). */
+typedef struct {
+    weir_fault_t f;
+    weir_percent_t delay_legacy_percent;
+    const weir_yaml_node_t *delay_legacy_key, *http_status, *grpc_status;
+} fault_w;
+
+/* Percent message fields (fault percentages). */
+static void percent_field(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                          void *dst)
+{
+    percent_of(ld, v, PCT_MILLIONTHS, dst);
+}
+
+static void delay_legacy_percent(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                                 void *dst)
+{
+    fault_w *w = dst;
+    if (percent_of(ld, v, PCT_INT, &w->delay_legacy_percent))
+        w->delay_legacy_key = key;
+}
+
+static void not_supported(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                          void *dst)
+{
+    err(ld, key, "not supported (Istio refuses it too)");
+}
+
+static const field_t delay_fields[] = {
+    F_DURATION("fixedDelay", fault_w, f.delay_ms),
+    F_FN("percentage", fault_w, f.delay_percent, percent_field),
+    F_FN0("percent", delay_legacy_percent),
+    F_FN0("exponentialDelay", not_supported),
+    F_END,
+};
+
+static void fault_delay(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    fault_w *w = dst;
+    if (!walk(ld, v, delay_fields, w))
+        return;
+    w->f.has_delay = true;
+    if (w->f.delay_ms == 0 && !field(v, "exponentialDelay"))
+        require(ld, v, "fixedDelay");
+    if (w->delay_legacy_key && w->f.delay_percent.set) {
+        size_t mark = path_key(ld, w->delay_legacy_key->scalar);
+        warn(ld, w->delay_legacy_key, "ignored: percentage is given and takes precedence");
+        path_pop(ld, mark);
+    } else if (w->delay_legacy_key) {
+        w->f.delay_percent = w->delay_legacy_percent;
+    }
+}
+
+static void abort_http_status(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                              void *dst)
+{
+    fault_w *w = dst;
+    int64_t n;
+    w->http_status = key;
+    /* Envoy's FaultAbort.http_status is 200..599 (Istio's validation lets 600 through). */
+    if (int_of(ld, v, 200, 599, &n))
+        w->f.abort_http_status = (int)n;
+}
+
+/* gRPC status names (Istio's SupportedGRPCStatus), in the order of their codes. */
+static const char *const grpc_statuses[] = {
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+    NULL,
+};
+
+static void abort_grpc_status(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                              void *dst)
+{
+    fault_w *w = dst;
+    int code = enum_of(ld, v, grpc_statuses);
+    w->grpc_status = key;
+    if (code >= 0)
+        w->f.abort_grpc_status = code;
+}
+
+static const field_t abort_fields[] = {
+    F_FN0("httpStatus", abort_http_status),
+    F_FN0("grpcStatus", abort_grpc_status),
+    F_FN0("http2Error", not_supported),
+    F_FN("percentage", fault_w, f.abort_percent, percent_field),
+    F_END,
+};
+
+static void fault_abort(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    fault_w *w = dst;
+    if (!walk(ld, v, abort_fields, w))
+        return;
+    w->f.has_abort = true;
+    /* Istio only warns about an abort without a status, then drops it: weir will not silently
+     * do nothing. */
+    if (w->http_status && w->grpc_status) {
+        size_t mark = path_key(ld, w->grpc_status->scalar);
+        err(ld, w->grpc_status, "cannot be combined with httpStatus");
+        path_pop(ld, mark);
+    } else if (w->http_status == NULL && w->grpc_status == NULL && !field(v, "http2Error")) {
+        err(ld, v, "one of httpStatus, grpcStatus is required");
+    }
+    if (w->http_status)
+        w->f.abort_grpc_status = -1;
+}
+
+static const field_t fault_fields[] = {
+    F_FN0("delay", fault_delay),
+    F_FN0("abort", fault_abort),
+    F_END,
+};
+
+static void rule_fault(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    fault_w w = {0};
+    if (!walk(ld, v, fault_fields, &w))
+        return;
+    if (!w.f.has_delay && !w.f.has_abort && !field(v, "delay") && !field(v, "abort"))
+        err(ld, v, "one of delay, abort is required");
+    ((rule_w *)dst)->r.fault = w.f;
+}
+
+static void rule_mirror(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    rule_w *w = dst;
+    w->mirror_key = key;
+    w->mirror.place = place_of(ld, v);
+    route_destination(ld, key, v, &w->mirror.destination);
+}
+
+static void rule_mirror_percentage(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                                   void *dst)
+{
+    rule_w *w = dst;
+    if (percent_of(ld, v, 0, &w->mirror_percentage))
+        w->mirror_percentage_key = key;
+}
+
+static void rule_mirror_percent(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                                void *dst)
+{
+    rule_w *w = dst;
+    if (percent_of(ld, v, PCT_INT, &w->mirror_percent))
+        w->mirror_percent_key = key;
+}
+
+/* HTTPMirrorPolicy while it is read. */
+typedef struct {
+    weir_mirror_policy_t m;
+    weir_percent_t percentage;
+} mirror_w;
+
+static void mirror_percentage(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                              void *dst)
+{
+    percent_of(ld, v, 0, dst);
+}
+
+static const field_t mirror_policy_fields[] = {
+    F_FN("destination", mirror_w, m.destination, route_destination),
+    F_FN("percentage", mirror_w, percentage, mirror_percentage),
+    F_END,
+};
+
+/* Adds a mirror unless its percentage is an explicit 0; no percentage means 100%. */
+static void add_mirror(rule_w *w, weir_mirror_policy_t m, const weir_percent_t *percentage)
+{
+    m.percent = percentage->set ? percentage->value : 100;
+    if (m.percent > 0 && m.destination.host)
+        w->r.mirrors[w->r.n_mirrors++] = m;
+}
+
+static void rule_mirrors_item(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *dst)
+{
+    mirror_w m = {.m.place = place_of(ld, item)};
+    if (!walk(ld, item, mirror_policy_fields, &m))
+        return;
+    require(ld, item, "destination");
+    add_mirror(dst, m.m, &m.percentage);
+}
+
+static void rule_mirrors(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                         void *dst)
+{
+    rule_w *w = dst;
+    w->mirrors_key = key;
+    if (v->type == WEIR_YAML_SEQ)
+        w->r.mirrors = arena_array(ld->c, v->count, sizeof(*w->r.mirrors));
+    each(ld, v, rule_mirrors_item, w);
+}
+
+/* `mirror` with its percentage, after the walk: mirrorPercentage wins over the deprecated
+ * mirrorPercent (route.go MirrorPercent), and both mean nothing without `mirror`. */
+static void rule_mirror_finish(ld_t *ld, const weir_yaml_node_t *item, rule_w *w)
+{
+    const weir_yaml_node_t *legacy = w->mirror_percent_key, *pct = w->mirror_percentage_key;
+    if (w->mirror_key && w->mirrors_key) {
+        size_t mark = path_key(ld, w->mirrors_key->scalar);
+        err(ld, w->mirrors_key, "cannot be combined with mirror");
+        path_pop(ld, mark);
+        return;
+    }
+    for (int i = 0; i < 2; i++) {
+        const weir_yaml_node_t *k = i ? legacy : pct;
+        if (k == NULL || (w->mirror_key && i == 0))
+            continue;
+        size_t mark = path_key(ld, k->scalar);
+        if (w->mirror_key == NULL)
+            warn(ld, k, "ignored without mirror%s",
+                 w->mirrors_key ? "; each entry of mirrors has its own percentage" : "");
+        else if (pct)
+            warn(ld, k, "ignored: mirrorPercentage is given and takes precedence");
+        else
+            warn(ld, k, "deprecated; write mirrorPercentage: {value: %g}", w->mirror_percent.value);
+        path_pop(ld, mark);
+    }
+    if (w->mirror_key == NULL)
+        return;
+    w->r.mirrors = arena_array(ld->c, 1, sizeof(*w->r.mirrors));
+    add_mirror(w, w->mirror, pct ? &w->mirror_percentage : &w->mirror_percent);
 }
 
 static const char *const derive_ports[] = {"FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT", NULL};
@@ -1322,6 +2135,12 @@ static void rule_rewrite(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_
     w->r.has_rewrite = walk(ld, v, rewrite_fields, &w->r.rewrite);
 }
 
+static void rule_headers(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                         void *dst)
+{
+    headers_field(ld, key, v, &((rule_w *)dst)->r.headers);
+}
+
 static const field_t rule_fields[] = {
     F_STR("name", rule_w, r.name),
     F_FN0("match", rule_matches),
@@ -1330,28 +2149,76 @@ static const field_t rule_fields[] = {
     F_FN0("directResponse", rule_direct),
     F_FN0("delegate", rule_delegate),
     F_FN0("rewrite", rule_rewrite),
-    F_LATER("timeout"),
-    F_LATER("retries"),
-    F_LATER("fault"),
-    F_LATER("mirror"),
-    F_LATER("mirrors"),
-    F_LATER("mirrorPercentage"),
-    F_LATER("mirrorPercent"),
-    F_LATER("headers"),
+    F_FN0("timeout", rule_timeout),
+    F_FN0("retries", rule_retries),
+    F_FN0("fault", rule_fault),
+    F_FN0("mirror", rule_mirror),
+    F_FN0("mirrors", rule_mirrors),
+    F_FN0("mirrorPercentage", rule_mirror_percentage),
+    F_FN0("mirrorPercent", rule_mirror_percent),
+    F_FN0("headers", rule_headers),
     F_LATER("corsPolicy"),
     F_END,
 };
 
+/* What a rule with a redirect or a direct response may not carry: Istio refuses rewrite and
+ * fault there (validateHTTPRouteConflict) and ignores the rest, which only a route uses. */
+static const struct {
+    const char *name;
+    weir_diag_level_t level;
+} route_only_fields[] = {
+    {"rewrite", WEIR_DIAG_ERROR},   {"fault", WEIR_DIAG_ERROR},    {"timeout", WEIR_DIAG_WARNING},
+    {"retries", WEIR_DIAG_WARNING}, {"mirror", WEIR_DIAG_WARNING}, {"mirrors", WEIR_DIAG_WARNING},
+};
+
+static void rule_check_action(ld_t *ld, const weir_yaml_node_t *item, const rule_w *w)
+{
+    for (size_t i = 0; i < sizeof(route_only_fields) / sizeof(route_only_fields[0]); i++) {
+        const char *name = route_only_fields[i].name;
+        if (field(item, name) == NULL)
+            continue;
+        if (route_only_fields[i].level == WEIR_DIAG_ERROR) {
+            err_field(ld, item, name, "cannot be used with %s", w->action);
+            continue;
+        }
+        size_t mark = path_key(ld, name);
+        warn(ld, weir_yaml_map_get(item, name), "ignored with %s, which sends nothing upstream",
+             w->action);
+        path_pop(ld, mark);
+    }
+}
+
+/* A host or :authority header in headers.request rewrites the authority as rewrite.authority
+ * does, and the two exclude each other (validateAuthorityRewrite). */
+static void rule_header_authority(ld_t *ld, const weir_yaml_node_t *item, rule_w *w)
+{
+    if (w->r.headers.authority == NULL)
+        return;
+    if (w->r.rewrite.authority) {
+        const weir_yaml_node_t *rw = weir_yaml_map_get(item, "rewrite");
+        size_t mark = path_key(ld, "rewrite");
+        err_field(ld, rw, "authority",
+                  "cannot be combined with a host or :authority header in headers.request, "
+                  "which rewrites the authority too");
+        path_pop(ld, mark);
+    } else if (w->r.action == WEIR_ACTION_ROUTE) {
+        w->r.has_rewrite = true;
+        w->r.rewrite.authority = w->r.headers.authority;
+    }
+}
+
 static void vs_rule(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *dst)
 {
     weir_virtual_service_t *vs = dst;
-    rule_w w = {.r.place = place_of(ld, item)};
+    rule_w w = {.r.place = place_of(ld, item), .r.retries = default_retry_policy};
     if (!walk(ld, item, rule_fields, &w))
         return;
     if (w.action == NULL)
         err(ld, item, "one of route, redirect, directResponse is required");
-    else if (w.r.has_rewrite && w.r.action != WEIR_ACTION_ROUTE && !w.delegate)
-        err_field(ld, item, "rewrite", "cannot be used with %s", w.action);
+    else if (w.r.action != WEIR_ACTION_ROUTE && !w.delegate)
+        rule_check_action(ld, item, &w);
+    rule_mirror_finish(ld, item, &w);
+    rule_header_authority(ld, item, &w);
     if (!w.delegate) /* a delegated rule is warned about and left out */
         vs->http[vs->n_http++] = w.r;
 }
@@ -1378,12 +2245,216 @@ static void vs_gateways(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_n
     gateways_of(ld, v, &vs->gateways, &vs->n_gateways);
 }
 
+/* ---- tls[] and tcp[] ------------------------------------------------------------------------ */
+
+static void l4_sni_host(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *dst)
+{
+    weir_l4_match_t *m = dst;
+    char *h = str_of(ld, item);
+    if (h == NULL)
+        return;
+    const char *why = host_problem(h);
+    if (why) {
+        err(ld, item, "invalid host \"%s\": %s", h, why);
+        return;
+    }
+    if (is_ip(h))
+        warn(ld, item,
+             "an IP address goes against the SNI specification; most clients never "
+             "send one");
+    m->sni_hosts[m->n_sni_hosts++] = h;
+    VEC_GROW(ld->sni, ld->n_sni, ld->cap_sni);
+    ld->sni[ld->n_sni++] = (sni_t){arena_strdup(ld->c, ld->path.base), item, h};
+}
+
+static void l4_sni_hosts(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                         void *dst)
+{
+    weir_l4_match_t *m = dst;
+    if (v->type == WEIR_YAML_SEQ)
+        m->sni_hosts = arena_array(ld->c, v->count, sizeof(char *));
+    each(ld, v, l4_sni_host, m);
+}
+
+/* validation.go ValidateIPSubnet, parsed here once as ServiceEntry addresses are. */
+static void l4_subnet(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *dst)
+{
+    weir_l4_match_t *m = dst;
+    char *s = str_of(ld, item);
+    if (s == NULL)
+        return;
+    if (!weir_cidr_parse(s, &m->destination_ranges[m->n_destination_subnets])) {
+        err(ld, item, "must be an IP address or a CIDR block, got \"%s\"", s);
+        return;
+    }
+    m->destination_subnets[m->n_destination_subnets++] = s;
+}
+
+static void l4_subnets(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    weir_l4_match_t *m = dst;
+    if (v->type == WEIR_YAML_SEQ) {
+        m->destination_subnets = arena_array(ld->c, v->count, sizeof(char *));
+        m->destination_ranges = arena_array(ld->c, v->count, sizeof(weir_cidr_t));
+    }
+    each(ld, v, l4_subnet, m);
+}
+
+static void l4_gateways(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    weir_l4_match_t *m = dst;
+    gateways_of(ld, v, &m->gateways, &m->n_gateways);
+}
+
+static const field_t tls_match_fields[] = {
+    F_FN0("sniHosts", l4_sni_hosts),
+    F_FN0("destinationSubnets", l4_subnets),
+    F_PORT("port", weir_l4_match_t, port),
+    F_LABELS("sourceLabels", weir_l4_match_t, source_labels),
+    F_FN0("gateways", l4_gateways),
+    F_LATER("sourceNamespace"),
+    F_END,
+};
+
+static const field_t tcp_match_fields[] = {
+    F_FN0("destinationSubnets", l4_subnets),
+    F_PORT("port", weir_l4_match_t, port),
+    F_LABELS("sourceLabels", weir_l4_match_t, source_labels),
+    F_FN0("gateways", l4_gateways),
+    F_LATER("sourceNamespace"),
+    F_LATER("sourceSubnet"),
+    F_END,
+};
+
+/* One tls[] or tcp[] element while it is read. */
+typedef struct {
+    weir_l4_route_t r;
+    bool tls;
+} l4_route_w;
+
+static void l4_match_item(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *dst)
+{
+    l4_route_w *w = dst;
+    weir_l4_match_t *m = &w->r.matches[i];
+    m->place = place_of(ld, item);
+    if (!walk(ld, item, w->tls ? tls_match_fields : tcp_match_fields, m) || !w->tls)
+        return;
+    const weir_yaml_node_t *sni = field(item, "sniHosts");
+    if (sni == NULL)
+        err_field(ld, item, "sniHosts", "required");
+    else if (sni->type == WEIR_YAML_SEQ && sni->count == 0)
+        err_field(ld, item, "sniHosts", "must have at least one host");
+}
+
+static void l4_matches(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    l4_route_w *w = dst;
+    if (v->type == WEIR_YAML_SEQ) {
+        w->r.matches = arena_array(ld->c, v->count, sizeof(*w->r.matches));
+        w->r.n_matches = v->count;
+    }
+    each(ld, v, l4_match_item, w);
+}
+
+static void l4_destinations(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                            void *dst)
+{
+    l4_route_w *w = dst;
+    destinations_of(ld, v, l4_route_destination_fields, &w->r.route, &w->r.n_route);
+}
+
+static const field_t l4_route_fields[] = {
+    F_FN0("match", l4_matches),
+    F_FN0("route", l4_destinations),
+    F_END,
+};
+
+typedef struct {
+    weir_l4_route_t *items;
+    size_t n;
+    bool tls;
+} l4_routes_w;
+
+static void l4_route_item(ld_t *ld, const weir_yaml_node_t *item, size_t i, void *dst)
+{
+    l4_routes_w *l = dst;
+    l4_route_w w = {.r.place = place_of(ld, item), .tls = l->tls};
+    if (!walk(ld, item, l4_route_fields, &w))
+        return;
+    const weir_yaml_node_t *match = field(item, "match");
+    if (l->tls && match == NULL)
+        err_field(ld, item, "match", "required");
+    else if (l->tls && match->type == WEIR_YAML_SEQ && match->count == 0)
+        err_field(ld, item, "match", "must have at least one entry");
+    require(ld, item, "route");
+    l->items[l->n++] = w.r;
+}
+
+static void l4_routes_of(ld_t *ld, const weir_yaml_node_t *v, bool tls, weir_l4_route_t **out,
+                         size_t *n)
+{
+    l4_routes_w l = {NULL, 0, tls};
+    if (v->type == WEIR_YAML_SEQ)
+        l.items = arena_array(ld->c, v->count, sizeof(*l.items));
+    each(ld, v, l4_route_item, &l);
+    *out = l.items;
+    *n = l.n;
+}
+
+static void vs_tls(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    weir_virtual_service_t *vs = dst;
+    l4_routes_of(ld, v, true, &vs->tls, &vs->n_tls);
+}
+
+static void vs_tcp(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    weir_virtual_service_t *vs = dst;
+    l4_routes_of(ld, v, false, &vs->tcp, &vs->n_tcp);
+}
+
+/* Istio's host.Name.SubsetOf: whether every name n matches is matched by o. */
+static bool host_within(const char *n, const char *o)
+{
+    size_t ln = strlen(n), lo = strlen(o);
+    if (o[0] == '*' && n[0] == '*')
+        return ln >= lo && strcmp(n + ln - (lo - 1), o + 1) == 0;
+    if (o[0] == '*')
+        return ln >= lo - 1 && strcmp(n + ln - (lo - 1), o + 1) == 0;
+    return n[0] != '*' && strcmp(n, o) == 0;
+}
+
+/* validateSniHost: an SNI host must be within one of the VirtualService's hosts. A short name
+ * matches as its FQDN too, since weir keeps the hosts resolved. */
+static void check_sni_hosts(ld_t *ld, const weir_virtual_service_t *vs)
+{
+    for (size_t i = 0; i < ld->n_sni; i++) {
+        const sni_t *s = &ld->sni[i];
+        char *fqdn = weir_config_resolve_host(s->host, ld->ns);
+        bool ok = false;
+        for (size_t j = 0; !ok && j < vs->n_hosts; j++)
+            ok = host_within(s->host, vs->hosts[j]) || host_within(fqdn, vs->hosts[j]);
+        free(fqdn);
+        if (ok)
+            continue;
+        weir_buf_t all = WEIR_BUF_INIT;
+        for (size_t j = 0; j < vs->n_hosts; j++)
+            weir_buf_appendf(&all, "%s%s", j ? ", " : "", vs->hosts[j]);
+        size_t mark = path_key(ld, s->path);
+        err(ld, s->at, "SNI host \"%s\" is not within any host of the VirtualService (%s)", s->host,
+            all.base ? all.base : "none");
+        path_pop(ld, mark);
+        weir_buf_free(&all);
+    }
+    ld->n_sni = 0;
+}
+
 static const field_t virtual_service_fields[] = {
     F_FN0("hosts", vs_hosts),
     F_FN0("gateways", vs_gateways),
     F_FN0("http", vs_http),
-    F_LATER("tls"),
-    F_LATER("tcp"),
+    F_FN0("tls", vs_tls),
+    F_FN0("tcp", vs_tcp),
     F_LATER("exportTo"),
     F_END,
 };
@@ -1452,65 +2523,46 @@ static const field_t client_tls_fields[] = {
     F_END,
 };
 
-/* ClientTLSSettings fields as bits, in the order of tls_field_names. */
+/* ClientTLSSettings fields as bits, in the order of tls_field_names; TLS_SKIP_VERIFY stands for
+ * insecureSkipVerify: true, which rows may depend on but never refuse or require. */
 enum {
     TLS_CERT = 1 << 0,
     TLS_KEY = 1 << 1,
     TLS_CA = 1 << 2,
     TLS_CREDENTIAL = 1 << 3,
     TLS_SANS = 1 << 4,
+    TLS_SKIP_VERIFY = 1 << 5,
 };
-static const char *const tls_field_names[] = {"clientCertificate", "privateKey", "caCertificates",
-                                              "credentialName", "subjectAltNames"};
+static const char *const tls_field_names[] = {
+    "clientCertificate",  "privateKey", "caCertificates", "credentialName", "subjectAltNames",
+    "insecureSkipVerify", NULL};
 
 #define TLS_MODE(m) (1u << WEIR_CLIENT_TLS_##m)
 
 /* Istio's validateTLS (pkg/config/validation/agent), row by row, plus the proto's rule that
- * ISTIO_MUTUAL takes no certificate of its own. A row applies to its modes when every field
- * of `when` is given, none of `unless` is, and insecureSkipVerify is true if `skip_verify`;
- * then each field of `refused` that is given, and each of `required` that is not, is an
- * error. */
-static const struct {
-    unsigned modes, when, unless;
-    bool skip_verify;
-    unsigned refused, required;
-    const char *why;
-} tls_rules[] = {
-    {TLS_MODE(ISTIO_MUTUAL), 0, 0, false, TLS_CERT | TLS_KEY | TLS_CA | TLS_CREDENTIAL, 0,
+ * ISTIO_MUTUAL takes no certificate of its own. */
+static const struct tls_rule client_tls_rules[] = {
+    {TLS_MODE(ISTIO_MUTUAL), 0, 0, TLS_CERT | TLS_KEY | TLS_CA | TLS_CREDENTIAL, 0, WEIR_DIAG_ERROR,
      "not allowed with mode ISTIO_MUTUAL, which uses the mesh certificates"},
-    {TLS_MODE(SIMPLE) | TLS_MODE(MUTUAL), TLS_CREDENTIAL, 0, false, TLS_CERT | TLS_KEY | TLS_CA, 0,
-     "cannot be combined with credentialName, which names the certificates"},
-    {TLS_MODE(SIMPLE), 0, 0, true, TLS_CA | TLS_CREDENTIAL | TLS_SANS, 0,
+    {TLS_MODE(SIMPLE) | TLS_MODE(MUTUAL), TLS_CREDENTIAL, 0, TLS_CERT | TLS_KEY | TLS_CA, 0,
+     WEIR_DIAG_ERROR, "cannot be combined with credentialName, which names the certificates"},
+    {TLS_MODE(SIMPLE), TLS_SKIP_VERIFY, 0, TLS_CA | TLS_CREDENTIAL | TLS_SANS, 0, WEIR_DIAG_ERROR,
      "cannot be combined with insecureSkipVerify"},
-    {TLS_MODE(MUTUAL), 0, 0, true, TLS_CA | TLS_SANS, 0,
+    {TLS_MODE(MUTUAL), TLS_SKIP_VERIFY, 0, TLS_CA | TLS_SANS, 0, WEIR_DIAG_ERROR,
      "cannot be combined with insecureSkipVerify"},
-    {TLS_MODE(MUTUAL), 0, TLS_CREDENTIAL, false, 0, TLS_CERT | TLS_KEY,
+    {TLS_MODE(MUTUAL), 0, TLS_CREDENTIAL, 0, TLS_CERT | TLS_KEY, WEIR_DIAG_ERROR,
      "required with mode MUTUAL unless credentialName is given"},
 };
 
-static bool nonempty(const char *s)
-{
-    return s && *s; /* proto3: "" is the same as not given */
-}
-
 static void client_tls_check(ld_t *ld, const weir_yaml_node_t *v, const weir_client_tls_t *t)
 {
-    unsigned given = (nonempty(t->client_certificate) ? TLS_CERT : 0) |
-                     (nonempty(t->private_key) ? TLS_KEY : 0) |
-                     (nonempty(t->ca_certificates) ? TLS_CA : 0) |
-                     (nonempty(t->credential_name) ? TLS_CREDENTIAL : 0) |
-                     (t->n_subject_alt_names ? TLS_SANS : 0);
-    for (size_t r = 0; r < sizeof(tls_rules) / sizeof(tls_rules[0]); r++) {
-        if (!(tls_rules[r].modes & (1u << t->mode)) ||
-            (given & tls_rules[r].when) != tls_rules[r].when || (given & tls_rules[r].unless) ||
-            (tls_rules[r].skip_verify && !t->insecure_skip_verify))
-            continue;
-        for (size_t f = 0; f < sizeof(tls_field_names) / sizeof(tls_field_names[0]); f++) {
-            unsigned bit = 1u << f;
-            if ((tls_rules[r].refused & bit & given) || (tls_rules[r].required & bit & ~given))
-                err_field(ld, v, tls_field_names[f], "%s", tls_rules[r].why);
-        }
-    }
+    unsigned given =
+        (nonempty(t->client_certificate) ? TLS_CERT : 0) |
+        (nonempty(t->private_key) ? TLS_KEY : 0) | (nonempty(t->ca_certificates) ? TLS_CA : 0) |
+        (nonempty(t->credential_name) ? TLS_CREDENTIAL : 0) |
+        (t->n_subject_alt_names ? TLS_SANS : 0) | (t->insecure_skip_verify ? TLS_SKIP_VERIFY : 0);
+    tls_rules_check(ld, v, client_tls_rules, sizeof(client_tls_rules) / sizeof(client_tls_rules[0]),
+                    tls_field_names, 1u << t->mode, given);
 }
 
 static void policy_tls(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
@@ -1522,10 +2574,223 @@ static void policy_tls(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_no
     client_tls_check(ld, v, &p->tls);
 }
 
+/* ConnectionPoolSettings while it is read: the two idle timeouts are kept apart, because http's
+ * wins whatever the order (applyConnectionPool), and tcp's may be "0s" (none). */
+typedef struct {
+    weir_connection_pool_t p;
+    bool tcp_idle_set, http_idle_set;
+    int64_t tcp_idle_ms, http_idle_ms;
+    const weir_yaml_node_t *use_client_protocol;
+} pool_w;
+
+static void pool_tcp_idle(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                          void *dst)
+{
+    pool_w *w = dst;
+    w->tcp_idle_set = duration_of(ld, v, true, &w->tcp_idle_ms);
+}
+
+static void pool_http_idle(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                           void *dst)
+{
+    pool_w *w = dst;
+    w->http_idle_set = duration_of(ld, v, false, &w->http_idle_ms);
+}
+
+static const field_t tcp_keepalive_fields[] = {
+    F_UINT32("probes", weir_tcp_keepalive_t, probes),
+    F_DURATION("time", weir_tcp_keepalive_t, time_ms),
+    F_DURATION("interval", weir_tcp_keepalive_t, interval_ms),
+    F_END,
+};
+
+static void pool_tcp_keepalive(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                               void *dst)
+{
+    pool_w *w = dst;
+    w->p.has_tcp_keepalive = walk(ld, v, tcp_keepalive_fields, &w->p.tcp_keepalive);
+}
+
+static const field_t pool_tcp_fields[] = {
+    F_COUNT("maxConnections", pool_w, p.max_connections),
+    F_DURATION("connectTimeout", pool_w, p.connect_timeout_ms),
+    F_FN0("tcpKeepalive", pool_tcp_keepalive),
+    F_DURATION("maxConnectionDuration", pool_w, p.max_connection_duration_ms),
+    F_FN0("idleTimeout", pool_tcp_idle),
+    F_END,
+};
+
+static void pool_h2_upgrade(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                            void *dst)
+{
+    static const char *const names[] = {"DEFAULT", "DO_NOT_UPGRADE", "UPGRADE", NULL};
+    int i = enum_of(ld, v, names); /* same order as weir_h2_upgrade_policy_t */
+    if (i >= 0)
+        *(weir_h2_upgrade_policy_t *)dst = (weir_h2_upgrade_policy_t)i;
+}
+
+static void pool_use_client_protocol(ld_t *ld, const weir_yaml_node_t *key,
+                                     const weir_yaml_node_t *v, void *dst)
+{
+    pool_w *w = dst;
+    if (bool_of(ld, v, &w->p.use_client_protocol))
+        w->use_client_protocol = key;
+}
+
+static const field_t pool_http_fields[] = {
+    F_COUNT("http1MaxPendingRequests", pool_w, p.http1_max_pending_requests),
+    F_COUNT("http2MaxRequests", pool_w, p.http2_max_requests),
+    F_COUNT("maxRequestsPerConnection", pool_w, p.max_requests_per_connection),
+    F_COUNT("maxRetries", pool_w, p.max_retries),
+    F_FN0("idleTimeout", pool_http_idle),
+    F_FN("h2UpgradePolicy", pool_w, p.h2_upgrade_policy, pool_h2_upgrade),
+    F_FN0("useClientProtocol", pool_use_client_protocol),
+    F_LATER("maxConcurrentStreams"),
+    F_LATER("http2KeepAlive"),
+    F_END,
+};
+
+static void pool_tcp(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    walk(ld, v, pool_tcp_fields, dst);
+}
+
+static void pool_http(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    pool_w *w = dst;
+    if (walk(ld, v, pool_http_fields, w) && w->use_client_protocol && w->p.use_client_protocol &&
+        w->p.h2_upgrade_policy == WEIR_H2_UPGRADE) {
+        size_t mark = path_key(ld, w->use_client_protocol->scalar);
+        err(ld, w->use_client_protocol, "cannot be true with h2UpgradePolicy UPGRADE");
+        path_pop(ld, mark);
+    }
+}
+
+static const field_t connection_pool_fields[] = {
+    F_FN0("tcp", pool_tcp),
+    F_FN0("http", pool_http),
+    F_END,
+};
+
+static void policy_connection_pool(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                                   void *dst)
+{
+    weir_traffic_policy_t *p = dst;
+    pool_w w = {0};
+    if (!walk(ld, v, connection_pool_fields, &w))
+        return;
+    if (!field(v, "tcp") && !field(v, "http")) {
+        err(ld, v, "must have at least one of tcp, http");
+        return;
+    }
+    w.p.has_idle_timeout = w.http_idle_set || w.tcp_idle_set;
+    w.p.idle_timeout_ms = w.http_idle_set ? w.http_idle_ms : w.tcp_idle_ms;
+    p->has_connection_pool = true;
+    p->connection_pool = w.p;
+}
+
+/* OutlierDetection while it is read. */
+typedef struct {
+    weir_outlier_detection_t o;
+    bool gateway_set;
+    uint32_t local_origin; /* consecutiveLocalOriginFailures as written */
+    const weir_yaml_node_t *local_origin_key;
+} outlier_w;
+
+static void outlier_gateway(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                            void *dst)
+{
+    outlier_w *w = dst;
+    int64_t n;
+    if (int_of(ld, v, 0, UINT32_MAX, &n)) {
+        w->o.consecutive_gateway_errors = (uint32_t)n;
+        w->gateway_set = true;
+    }
+}
+
+static void outlier_local_origin(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
+                                 void *dst)
+{
+    outlier_w *w = dst;
+    int64_t n;
+    if (int_of(ld, v, 0, UINT32_MAX, &n)) {
+        w->local_origin = (uint32_t)n;
+        w->local_origin_key = key;
+    }
+}
+
+/* maxEjectionPercent and minHealthPercent: int32 percents (ValidatePercent). */
+static void int_percent(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v, void *dst)
+{
+    weir_percent_t p;
+    if (percent_of(ld, v, PCT_INT, &p))
+        *(uint32_t *)dst = (uint32_t)p.value;
+}
+
+static void outlier_consecutive_errors(ld_t *ld, const weir_yaml_node_t *key,
+                                       const weir_yaml_node_t *v, void *dst)
+{
+    warn(ld, key,
+         "deprecated and ignored, as Istio ignores it; use consecutive5xxErrors or "
+         "consecutiveGatewayErrors");
+}
+
+static const field_t outlier_fields[] = {
+    F_FN0("consecutiveErrors", outlier_consecutive_errors),
+    F_BOOL("splitExternalLocalOriginErrors", outlier_w, o.split_external_local_origin_errors),
+    F_FN0("consecutiveLocalOriginFailures", outlier_local_origin),
+    F_FN0("consecutiveGatewayErrors", outlier_gateway),
+    F_UINT32("consecutive5xxErrors", outlier_w, o.consecutive_5xx),
+    F_DURATION("interval", outlier_w, o.interval_ms),
+    F_DURATION("baseEjectionTime", outlier_w, o.base_ejection_time_ms),
+    F_FN("maxEjectionPercent", outlier_w, o.max_ejection_percent, int_percent),
+    F_FN("minHealthPercent", outlier_w, o.min_health_percent, int_percent),
+    F_LATER("outlierDetectionHttpErrorCodes"),
+    F_END,
+};
+
+/* What Istio's applyOutlierDetection leaves to Envoy's defaults, and its own. */
+static const weir_outlier_detection_t outlier_defaults = {
+    .consecutive_5xx = 5,
+    .enforcing_consecutive_5xx = true,
+    .consecutive_gateway_errors = 5,
+    .enforcing_consecutive_gateway_errors = false,
+    .consecutive_local_origin_failures = 5,
+    .interval_ms = 10000,
+    .base_ejection_time_ms = 30000,
+    .max_ejection_percent = 10,
+    .min_health_percent = 0,
+};
+
+static void policy_outlier_detection(ld_t *ld, const weir_yaml_node_t *key,
+                                     const weir_yaml_node_t *v, void *dst)
+{
+    weir_traffic_policy_t *p = dst;
+    outlier_w w = {.o = outlier_defaults};
+    w.o.max_ejection_percent = 0;
+    if (!walk(ld, v, outlier_fields, &w))
+        return;
+    if (w.o.max_ejection_percent == 0) /* Istio applies it only when > 0 */
+        w.o.max_ejection_percent = outlier_defaults.max_ejection_percent;
+    /* A threshold written turns its enforcement on when > 0 and off when 0; the gateway one,
+     * not written, keeps Envoy's 5 without enforcement (S10). */
+    w.o.enforcing_consecutive_5xx = w.o.consecutive_5xx > 0;
+    w.o.enforcing_consecutive_gateway_errors = w.gateway_set && w.o.consecutive_gateway_errors > 0;
+    if (w.local_origin > 0 && !w.o.split_external_local_origin_errors) {
+        size_t mark = path_key(ld, w.local_origin_key->scalar);
+        err(ld, w.local_origin_key, "requires splitExternalLocalOriginErrors: true");
+        path_pop(ld, mark);
+    } else if (w.local_origin > 0) {
+        w.o.consecutive_local_origin_failures = w.local_origin;
+    }
+    p->has_outlier_detection = true;
+    p->outlier_detection = w.o;
+}
+
 static const field_t traffic_policy_fields[] = {
     F_FN0("loadBalancer", policy_lb),
-    F_LATER("connectionPool"),
-    F_LATER("outlierDetection"),
+    F_FN0("connectionPool", policy_connection_pool),
+    F_FN0("outlierDetection", policy_outlier_detection),
     F_FN0("tls", policy_tls),
     F_LATER("portLevelSettings"),
     F_LATER("tunnel"),
@@ -1932,6 +3197,7 @@ static void load_gateway(ld_t *ld, const resource_t *r)
 static void load_virtual_service(ld_t *ld, const resource_t *r)
 {
     weir_virtual_service_t vs = {.name = r->name, .namespace = r->ns, .place = r->place};
+    ld->n_sni = 0;
     if (!walk(ld, r->spec, virtual_service_fields, &vs))
         return;
     if (vs.n_gateways == 0) { /* omitted or empty: sidecars only */
@@ -1957,7 +3223,14 @@ static void load_virtual_service(ld_t *ld, const resource_t *r)
             path_pop(ld, mark);
         }
     }
-    if (!field(r->spec, "http") && !field(r->spec, "tcp") && !field(r->spec, "tls"))
+    check_sni_hosts(ld, &vs);
+    static const char *const rule_lists[] = {"http", "tcp", "tls"};
+    size_t rules = 0;
+    for (size_t i = 0; i < 3; i++) { /* Istio: empty lists count as absent */
+        const weir_yaml_node_t *l = field(r->spec, rule_lists[i]);
+        rules += l ? (l->type == WEIR_YAML_SEQ ? l->count : 1) : 0;
+    }
+    if (rules == 0)
         err(ld, r->spec, "one of http, tcp, tls is required");
     if (vs.http == NULL)
         vs.http = arena_array(ld->c, 0, sizeof(*vs.http));
@@ -1968,13 +3241,17 @@ static void load_virtual_service(ld_t *ld, const resource_t *r)
 
 /* The blocks Istio's MergeTrafficPolicy replaces whole: each one's "set" flag and body. */
 #define POLICY_BLOCK(flag, body)                                                                   \
-    {offsetof(weir_traffic_policy_t, flag), offsetof(weir_traffic_policy_t, body),                 \
-     sizeof(((weir_traffic_policy_t *)0)->body)}
+    {                                                                                              \
+        offsetof(weir_traffic_policy_t, flag), offsetof(weir_traffic_policy_t, body),              \
+            sizeof(((weir_traffic_policy_t *)0)->body)                                             \
+    }
 static const struct {
     size_t set, body, size;
 } policy_blocks[] = {
     POLICY_BLOCK(has_lb, lb),
     POLICY_BLOCK(has_tls, tls),
+    POLICY_BLOCK(has_connection_pool, connection_pool),
+    POLICY_BLOCK(has_outlier_detection, outlier_detection),
 };
 
 /* A subset inherits every block it does not set from the top level. */
@@ -2301,6 +3578,7 @@ static void load_yaml(cfg_t *c, weir_yaml_file_t *y, const char *path, weir_diag
         load_document(&ld, weir_yaml_doc_root(y, i));
     sort_diags(diags, first);
     weir_buf_free(&ld.path);
+    free(ld.sni);
     weir_yaml_free(y);
 }
 
@@ -2397,6 +3675,77 @@ static void check_refs(cfg_t *c, weir_diags_t *diags)
 }
 
 /* ---- public --------------------------------------------------------------------------------- */
+
+static bool header_ops_empty(const weir_headers_t *h)
+{
+    return h->request.n_set + h->request.n_add + h->request.n_remove + h->response.n_set +
+               h->response.n_add + h->response.n_remove ==
+           0;
+}
+
+static void warn_at(weir_diags_t *d, const weir_place_t *p, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void warn_at(weir_diags_t *d, const weir_place_t *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    weir_diags_vadd(d, WEIR_DIAG_WARNING, p->file, p->line, p->col, fmt, ap);
+    va_end(ap);
+}
+
+/* Fields weir reads and validates but whose behaviour the proxy does not have yet: each gets a
+ * warning at its rule, so config never silently does nothing. The list shrinks as the proxy
+ * learns them. */
+void weir_config_warn_unapplied(const weir_config_t *cfg, weir_diags_t *d)
+{
+    static const char tail[] = "not applied by weir yet; ignored";
+    for (size_t v = 0; v < cfg->n_virtual_services; v++) {
+        const weir_virtual_service_t *vs = &cfg->virtual_services[v];
+        for (size_t i = 0; i < vs->n_http; i++) {
+            const weir_http_route_t *r = &vs->http[i];
+            if (r->timeout_ms)
+                warn_at(d, &r->place, "http[%zu].timeout: %s", i, tail);
+            if (r->retries.set)
+                warn_at(d, &r->place, "http[%zu].retries: %s", i, tail);
+            if (r->fault.has_delay || r->fault.has_abort)
+                warn_at(d, &r->place, "http[%zu].fault: %s", i, tail);
+            if (r->n_mirrors)
+                warn_at(d, &r->place, "http[%zu].mirror: %s", i, tail);
+            if (!header_ops_empty(&r->headers))
+                warn_at(d, &r->place, "http[%zu].headers: %s", i, tail);
+            for (size_t j = 0; j < r->n_route; j++) {
+                if (!header_ops_empty(&r->route[j].headers) || r->route[j].headers.authority)
+                    warn_at(d, &r->route[j].place, "http[%zu].route[%zu].headers: %s", i, j,
+                            tail);
+            }
+        }
+        if (vs->n_tls)
+            warn_at(d, &vs->tls[0].place, "tls: %s", tail);
+        if (vs->n_tcp)
+            warn_at(d, &vs->tcp[0].place, "tcp: %s", tail);
+    }
+    for (size_t g = 0; g < cfg->n_gateways; g++) {
+        const weir_gateway_t *gw = &cfg->gateways[g];
+        for (size_t i = 0; i < gw->n_servers; i++) {
+            const char *proto = gw->servers[i].protocol;
+            if (strcmp(proto, "HTTPS") == 0 || strcmp(proto, "TLS") == 0)
+                warn_at(d, &gw->servers[i].place, "servers[%zu]: %s servers are %s", i, proto,
+                        tail);
+        }
+    }
+    for (size_t i = 0; i < cfg->n_destination_rules; i++) {
+        const weir_destination_rule_t *dr = &cfg->destination_rules[i];
+        bool pool = dr->policy.has_connection_pool, od = dr->policy.has_outlier_detection;
+        for (size_t s = 0; s < dr->n_subsets; s++) {
+            pool |= dr->subsets[s].policy.has_connection_pool;
+            od |= dr->subsets[s].policy.has_outlier_detection;
+        }
+        if (pool)
+            warn_at(d, &dr->place, "trafficPolicy.connectionPool: %s", tail);
+        if (od)
+            warn_at(d, &dr->place, "trafficPolicy.outlierDetection: %s", tail);
+    }
+}
 
 static weir_config_t *finish(cfg_t *c, weir_diags_t *diags, size_t errors_before)
 {
@@ -2501,6 +3850,115 @@ const weir_service_entry_t *weir_config_find_service(const weir_config_t *cfg,
     return NULL;
 }
 
+/* ---- durations ------------------------------------------------------------------------------ */
+
+#define DURATION_MAX_NS (UINT64_C(1) << 63) /* Go's limit, checked as time.ParseDuration does */
+
+/* Go's duration units; "µs" in both of its Unicode spellings (micro sign, Greek mu). */
+static const struct {
+    const char *name;
+    uint64_t ns;
+} duration_units[] = {
+    {"ns", 1},
+    {"us", 1000},
+    {"\xc2\xb5s", 1000},
+    {"\xce\xbcs", 1000},
+    {"ms", 1000000},
+    {"s", UINT64_C(1000000000)},
+    {"m", UINT64_C(60000000000)},
+    {"h", UINT64_C(3600000000000)},
+};
+
+/* One "<number>[.<fraction>]<unit>" of a duration, added to *total in nanoseconds, exactly as
+ * Go's time.ParseDuration does it (a fraction beyond 63 bits is cut, not rounded). Returns
+ * the rest of the text, or NULL with *why set. */
+static const char *duration_part(const char *s, uint64_t *total, const char **why)
+{
+    uint64_t v = 0, f = 0;
+    double scale = 1;
+    const char *start = s;
+    for (; isdigit((unsigned char)*s); s++) {
+        if (v > DURATION_MAX_NS / 10 || (v = v * 10 + (uint64_t)(*s - '0')) > DURATION_MAX_NS) {
+            *why = "too large";
+            return NULL;
+        }
+    }
+    bool digits = s != start;
+    if (*s == '.') {
+        const char *frac = ++s;
+        bool cut = false;
+        for (; isdigit((unsigned char)*s); s++) {
+            uint64_t y = f * 10 + (uint64_t)(*s - '0');
+            if (cut || f > (DURATION_MAX_NS - 1) / 10 || y > DURATION_MAX_NS) {
+                cut = true;
+                continue;
+            }
+            f = y;
+            scale *= 10;
+        }
+        digits |= s != frac;
+    }
+    size_t unit_len = 0;
+    while (s[unit_len] && s[unit_len] != '.' && !isdigit((unsigned char)s[unit_len]))
+        unit_len++;
+    if (!digits) {
+        *why = "expected a number and a unit, as in \"1s\", \"500ms\" or \"1h30m\"";
+        return NULL;
+    }
+    if (unit_len == 0) {
+        *why = "missing unit (ns, us, ms, s, m or h)";
+        return NULL;
+    }
+    size_t u = 0, n_units = sizeof(duration_units) / sizeof(duration_units[0]);
+    while (u < n_units && (strlen(duration_units[u].name) != unit_len ||
+                           strncmp(duration_units[u].name, s, unit_len) != 0))
+        u++;
+    if (u == n_units) {
+        *why = "unknown unit (use ns, us, ms, s, m or h)";
+        return NULL;
+    }
+    uint64_t unit = duration_units[u].ns;
+    if (v > DURATION_MAX_NS / unit) {
+        *why = "too large";
+        return NULL;
+    }
+    v *= unit;
+    if (f > 0)
+        v += (uint64_t)((double)f * ((double)unit / scale));
+    if (v > DURATION_MAX_NS || (*total += v) > DURATION_MAX_NS) {
+        *why = "too large";
+        return NULL;
+    }
+    return s + unit_len;
+}
+
+int weir_config_duration_ms(const char *text, int64_t *ms, const char **why)
+{
+    const char *s = text, *problem = NULL;
+    bool neg = *s == '-';
+    uint64_t ns = 0;
+    s += *s == '-' || *s == '+';
+    if (strcmp(s, "0") != 0) {
+        if (*s == '\0')
+            problem = "expected a number and a unit, as in \"1s\", \"500ms\" or \"1h30m\"";
+        while (problem == NULL && *s)
+            s = duration_part(s, &ns, &problem);
+    }
+    if (problem == NULL && neg && ns > 0)
+        problem = "must not be negative";
+    else if (problem == NULL && ns > (uint64_t)INT64_MAX)
+        problem = "too large";
+    else if (problem == NULL && ns % 1000000 != 0)
+        problem = "finer than a millisecond, which Istio does not allow";
+    if (problem) {
+        if (why)
+            *why = problem;
+        return -1;
+    }
+    *ms = (int64_t)(ns / 1000000);
+    return 0;
+}
+
 /* ---- mesh registry lookups ------------------------------------------------------------------ */
 
 /* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is IPv4 for every comparison here. */
@@ -2589,9 +4047,8 @@ static bool has_port(const weir_service_entry_t *se, uint32_t port)
     return false;
 }
 
-const weir_service_entry_t *weir_config_service_by_address(const weir_config_t *cfg,
-                                                           const struct sockaddr *addr,
-                                                           uint32_t port)
+const weir_service_entry_t *
+weir_config_service_by_address(const weir_config_t *cfg, const struct sockaddr *addr, uint32_t port)
 {
     const weir_service_entry_t *best = NULL, *by_port = NULL;
     unsigned best_len = 0;

@@ -44,6 +44,8 @@ static int validate_main(int argc, char **argv)
     }
     weir_diags_t diags = WEIR_DIAGS_INIT;
     weir_config_t *cfg = weir_config_load(cli.paths, cli.n_paths, &diags);
+    if (cfg)
+        weir_config_warn_unapplied(cfg, &diags);
     weir_diags_print(&diags, stdout);
     size_t errors = diags.errors, warnings = diags.count - diags.errors;
     weir_diags_clear(&diags);

@@ -117,6 +117,7 @@ int weir_reload_now(void)
         weir_diags_clear(&diags);
         return -1;
     }
+    weir_config_warn_unapplied(cfg, &diags);
     weir_snapshot_t *snap = rl.build(cfg, rl.ctx, &diags);
     for (size_t i = 0; i < diags.count; i++) {
         const weir_diag_t *d = &diags.items[i];

@@ -34,6 +34,8 @@ weir_config_t *weir_runtime_load_config(const weir_cli_t *cli)
     }
     weir_diags_t diags = WEIR_DIAGS_INIT;
     weir_config_t *cfg = weir_config_load(cli->paths, cli->n_paths, &diags);
+    if (cfg)
+        weir_config_warn_unapplied(cfg, &diags);
     weir_diags_print(&diags, stderr);
     weir_diags_clear(&diags);
     return cfg;
