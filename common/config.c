@@ -3676,13 +3676,6 @@ static void check_refs(cfg_t *c, weir_diags_t *diags)
 
 /* ---- public --------------------------------------------------------------------------------- */
 
-static bool header_ops_empty(const weir_headers_t *h)
-{
-    return h->request.n_set + h->request.n_add + h->request.n_remove + h->response.n_set +
-               h->response.n_add + h->response.n_remove ==
-           0;
-}
-
 static void warn_at(weir_diags_t *d, const weir_place_t *p, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void warn_at(weir_diags_t *d, const weir_place_t *p, const char *fmt, ...)
@@ -3703,21 +3696,8 @@ void weir_config_warn_unapplied(const weir_config_t *cfg, weir_diags_t *d)
         const weir_virtual_service_t *vs = &cfg->virtual_services[v];
         for (size_t i = 0; i < vs->n_http; i++) {
             const weir_http_route_t *r = &vs->http[i];
-            if (r->timeout_ms)
-                warn_at(d, &r->place, "http[%zu].timeout: %s", i, tail);
-            if (r->retries.set)
-                warn_at(d, &r->place, "http[%zu].retries: %s", i, tail);
-            if (r->fault.has_delay || r->fault.has_abort)
-                warn_at(d, &r->place, "http[%zu].fault: %s", i, tail);
             if (r->n_mirrors)
                 warn_at(d, &r->place, "http[%zu].mirror: %s", i, tail);
-            if (!header_ops_empty(&r->headers))
-                warn_at(d, &r->place, "http[%zu].headers: %s", i, tail);
-            for (size_t j = 0; j < r->n_route; j++) {
-                if (!header_ops_empty(&r->route[j].headers) || r->route[j].headers.authority)
-                    warn_at(d, &r->route[j].place, "http[%zu].route[%zu].headers: %s", i, j,
-                            tail);
-            }
         }
         if (vs->n_tls)
             warn_at(d, &vs->tls[0].place, "tls: %s", tail);

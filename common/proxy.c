@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/mem.h"
+#include "common/retry.h"
 #include "common/router.h"
 #include "common/snapshot.h"
 #include "common/tls.h"
@@ -58,7 +59,7 @@ typedef struct {
 typedef struct stream stream_t;
 
 typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADERS, TIMER_STREAM, TIMER_CONNECT, TIMER_NEXT,
-               TIMER_LINGER, TIMER_HANDSHAKE } timer_mode_t;
+               TIMER_LINGER, TIMER_HANDSHAKE, TIMER_RETRY, TIMER_FAULT_DELAY } timer_mode_t;
 
 typedef struct upstream upstream_t;
 
@@ -66,6 +67,7 @@ typedef struct downstream {
     uv_tcp_t tcp;
     uv_timer_t timer;
     timer_mode_t timer_mode;
+    uv_timer_t route_timer; /* the current request's route and per-try timeouts */
     int open_handles;
     uint32_t port;
     weir_listener_kind_t kind;
@@ -114,8 +116,21 @@ struct stream {
     weir_buf_t up_pending; /* upstream-bound bytes not yet handed to a write */
     weir_buf_t xff;        /* x-forwarded-for as sent upstream */
     char request_id[64];
-    const char *flags;
+    char flags[64];      /* Envoy's %RESPONSE_FLAGS%, comma-joined; "" is "-" */
+    uint32_t flag_bits; /* which of flag_order[] are set */
     const char *details;
+    /* retries and timeouts (Envoy's router): the chosen destination, the attempt's state, what
+     * was sent of the body so a retry can send it again, and the deadlines */
+    size_t dest_index;
+    weir_retry_state_t retry;
+    bool retry_pending;      /* the attempt's response is being dropped for a retry */
+    bool replay_overflow;    /* the body outgrew the replay buffer: no more retries */
+    weir_buf_t replay;       /* upstream-framed body bytes sent so far */
+    const weir_endpoint_t *tried[8];
+    size_t n_tried;
+    uint64_t route_deadline_ms, try_deadline_ms; /* 0: none */
+    bool continue_sent;
+    bool endpoint_active; /* s->endpoint counts this attempt in its active requests */
     int status;
     bool local_reply;   /* answered by weir: request body bytes are read and dropped */
     bool req_chunked, req_trailers_sent, req_complete;
@@ -133,6 +148,7 @@ typedef struct {
 } write_req_t;
 
 static weir_proxy_options_t options;
+static weir_retry_policy_t no_retries; /* requests without a route: inbound, passthrough */
 static listener_t *listeners;
 static downstream_t *all_downstreams;
 static char read_buf[READ_BUF_SIZE]; /* every read is parsed before the next one starts */
@@ -164,6 +180,7 @@ void weir_proxy_options_default(weir_proxy_options_t *o)
 void weir_proxy_init(const weir_proxy_options_t *o)
 {
     options = *o;
+    weir_retry_policy_init(&no_retries);
 }
 
 /* ------------------------------------------------------------------ writes */
@@ -327,6 +344,97 @@ static void append_trailers(weir_buf_t *b, const weir_http_header_t *t, size_t n
     weir_buf_append(b, "\r\n", 2);
 }
 
+/* The VirtualService header operations for this exchange, in the order Envoy applies them:
+ * with one destination the route's then the destination's (so the destination wins); with a
+ * weighted split the destination's then the route's (istio-semantics 2.10). */
+static size_t header_ops(const stream_t *s, bool request, const weir_header_ops_t *out[2])
+{
+    const weir_http_route_t *rule = s->route ? s->route->rule : NULL;
+    if (rule == NULL)
+        return 0;
+    const weir_headers_t *route_h = &rule->headers;
+    const weir_headers_t *dest_h = s->dest_index < rule->n_route ? &rule->route[s->dest_index].headers
+                                                                 : NULL;
+    const weir_headers_t *first = route_h, *second = dest_h;
+    if (rule->n_route > 1) {
+        first = dest_h;
+        second = route_h;
+    }
+    size_t n = 0;
+    if (first)
+        out[n++] = request ? &first->request : &first->response;
+    if (second)
+        out[n++] = request ? &second->request : &second->response;
+    return n;
+}
+
+/* True when a header of this name is removed or replaced by one of the ops. */
+static bool header_op_drops(const weir_header_ops_t *const *ops, size_t n, const char *name,
+                            size_t len)
+{
+    for (size_t k = 0; k < n; k++) {
+        for (size_t i = 0; i < ops[k]->n_remove; i++) {
+            if (weir_http_name_is(name, len, ops[k]->remove[i]))
+                return true;
+        }
+        for (size_t i = 0; i < ops[k]->n_set; i++) {
+            if (weir_http_name_is(name, len, ops[k]->set[i].name))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* Writes what the ops set (the last op to set a name wins) and add. */
+static void header_ops_write(weir_buf_t *o, const weir_header_ops_t *const *ops, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        for (size_t i = 0; i < ops[k]->n_set; i++) {
+            const weir_header_op_t *op = &ops[k]->set[i];
+            bool overridden = false;
+            for (size_t later = k + 1; later < n && !overridden; later++) {
+                for (size_t j = 0; j < ops[later]->n_set && !overridden; j++)
+                    overridden = strcmp(ops[later]->set[j].name, op->name) == 0;
+            }
+            if (!overridden)
+                append_header(o, op->name, strlen(op->name), op->value, strlen(op->value));
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        for (size_t i = 0; i < ops[k]->n_add; i++) {
+            const weir_header_op_t *op = &ops[k]->add[i];
+            append_header(o, op->name, strlen(op->name), op->value, strlen(op->value));
+        }
+    }
+}
+
+/* Envoy's response flags in the order Envoy prints them (ResponseFlagUtils), so a retried
+ * connect failure reads "UF,URX" as it does in Envoy's logs. */
+static const char *const flag_order[] = {"LH",  "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR",
+                                         "DI",  "FI", "RL", "UAEX", "RLSE", "DC", "URX", "SI",
+                                         "IH", "DPE", "UMSDR", "UPE", "NC", "OM", "DF"};
+
+/* Adds an Envoy response flag ("UF", "URX" ...); "-" and NULL add nothing. */
+static void add_flag(stream_t *s, const char *flag)
+{
+    if (flag == NULL || strcmp(flag, "-") == 0)
+        return;
+    for (size_t i = 0; i < sizeof(flag_order) / sizeof(flag_order[0]); i++) {
+        if (strcmp(flag_order[i], flag) == 0) {
+            s->flag_bits |= 1u << i;
+            break;
+        }
+    }
+    s->flags[0] = '\0';
+    for (size_t i = 0; i < sizeof(flag_order) / sizeof(flag_order[0]); i++) {
+        if (s->flag_bits & (1u << i)) {
+            if (s->flags[0])
+                strcat(s->flags, ",");
+            strcat(s->flags, flag_order[i]);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ access log */
 
 static void log_stream(stream_t *s)
@@ -350,7 +458,7 @@ static void log_stream(stream_t *s)
         .path = path,
         .protocol = proto,
         .response_code = s->status,
-        .response_flags = s->flags ? s->flags : "-",
+        .response_flags = s->flags[0] ? s->flags : "-",
         .response_code_details = s->details,
         .bytes_received = s->bytes_received,
         .bytes_sent = s->bytes_sent,
@@ -402,7 +510,7 @@ static void local_reply(stream_t *s, int status, const char *flag, const char *d
     s->local_reply = true;
     s->resp_started = s->resp_complete = true;
     s->status = status;
-    s->flags = flag;
+    add_flag(s, flag);
     s->details = details;
     if (!s->req_complete && s->req->has_body && s->req->content_length < 0)
         d->close_after_response = true; /* an unknown amount may follow: don't wait for it */
@@ -445,6 +553,132 @@ static bool stream_upstream_failed(stream_t *s, int status, const char *flag,
     }
     stream_abort(s, flag, "upstream_reset_after_response_started");
     return false;
+}
+
+/* The same, with a body of its own (timeouts: "upstream request timeout"). */
+static bool stream_upstream_failed_with(stream_t *s, int status, const char *flag,
+                                        const char *details, const char *body)
+{
+    if (!s->resp_started) {
+        local_reply(s, status, flag, details, body, strlen(body), NULL);
+        return true;
+    }
+    stream_abort(s, flag, details);
+    return false;
+}
+
+static void start_attempt(stream_t *s);
+static void set_timer(struct downstream *d, timer_mode_t mode, uint64_t ms);
+static bool attempt_failed(stream_t *s, weir_retry_outcome_kind_t kind, int status,
+                           const char *flag, const char *details, const char *reason);
+static void release_endpoint(stream_t *s);
+static void arm_route_timer(stream_t *s);
+
+/* The route timeout ends the whole exchange: 504 UT before the response, a reset after. */
+static void route_timeout(stream_t *s)
+{
+    if (s->up)
+        up_close(s->up);
+    release_endpoint(s);
+    if (stream_upstream_failed_with(s, 504, "UT", "upstream_response_timeout",
+                                    "upstream request timeout"))
+        stream_after_io(s);
+}
+
+static void route_timer_cb(uv_timer_t *t)
+{
+    downstream_t *d = t->data;
+    stream_t *s = d->stream;
+    if (s == NULL || s->resp_complete || s->local_reply)
+        return;
+    uint64_t now = weir_now_ms();
+    if (s->route_deadline_ms && now >= s->route_deadline_ms) {
+        route_timeout(s);
+        return;
+    }
+    if (s->try_deadline_ms && now >= s->try_deadline_ms) {
+        s->try_deadline_ms = 0;
+        if (attempt_failed(s, WEIR_RETRY_OUTCOME_PER_TRY_TIMEOUT, 504, "UT",
+                           "upstream_per_try_timeout", NULL))
+            stream_after_io(s);
+        return;
+    }
+    arm_route_timer(s);
+}
+
+static void arm_route_timer(stream_t *s)
+{
+    uint64_t next = s->route_deadline_ms;
+    if (s->try_deadline_ms && (next == 0 || s->try_deadline_ms < next))
+        next = s->try_deadline_ms;
+    uv_timer_t *t = &s->down->route_timer;
+    if (next == 0 || s->down->closing) {
+        uv_timer_stop(t);
+        return;
+    }
+    uint64_t now = weir_now_ms();
+    uv_timer_start(t, route_timer_cb, next > now ? next - now : 0, 0);
+}
+
+/* Envoy starts the route timeout once the downstream request is complete, and each per-try
+ * timeout when its attempt starts or then, whichever is later. */
+static void start_deadlines(stream_t *s)
+{
+    if (s->route == NULL || s->local_reply || s->resp_started)
+        return;
+    uint64_t now = weir_now_ms();
+    if (s->route->rule->timeout_ms > 0 && s->route_deadline_ms == 0)
+        s->route_deadline_ms = now + (uint64_t)s->route->rule->timeout_ms;
+    if (s->route->retry_policy.per_try_timeout_ms && s->endpoint_active)
+        s->try_deadline_ms = now + s->route->retry_policy.per_try_timeout_ms;
+    arm_route_timer(s);
+}
+
+/* The endpoint no longer carries this attempt (it may still be named in the log). */
+static void release_endpoint(stream_t *s)
+{
+    if (s->endpoint && s->endpoint_active) {
+        s->endpoint->active_requests--;
+        s->endpoint_active = false;
+        if (s->n_tried < sizeof(s->tried) / sizeof(s->tried[0]))
+            s->tried[s->n_tried++] = s->endpoint;
+    }
+}
+
+/* The attempt is over and another follows after Envoy's jittered back-off. */
+static void retry_after_failure(stream_t *s)
+{
+    if (s->up)
+        up_close(s->up);
+    release_endpoint(s);
+    s->retry_pending = true;
+    s->try_deadline_ms = 0;
+    arm_route_timer(s);
+    set_timer(s->down, TIMER_RETRY, weir_retry_backoff_ms(&s->retry, weir_random_u32()));
+}
+
+/* An upstream attempt failed before its response started (the caller closed the
+ * connection). Retries when the route's policy allows; otherwise answers as Envoy does, with
+ * URX added once the retries are used up. Returns false when the stream is gone. */
+static bool attempt_failed(stream_t *s, weir_retry_outcome_kind_t kind, int status,
+                           const char *flag, const char *details, const char *reason)
+{
+    if (s->up)
+        up_close(s->up);
+    if (!s->resp_started && !s->replay_overflow) {
+        weir_retry_outcome_t oc = weir_retry_outcome(kind);
+        weir_retry_status_t r = weir_retry_should_retry(&s->retry, &oc);
+        if (r == WEIR_RETRY_YES) {
+            retry_after_failure(s);
+            return true;
+        }
+        if (r == WEIR_RETRY_NO_LIMIT)
+            add_flag(s, "URX");
+    }
+    release_endpoint(s);
+    if (reason == NULL) /* a per-try timeout: Envoy's timeout body */
+        return stream_upstream_failed_with(s, status, flag, details, "upstream request timeout");
+    return stream_upstream_failed(s, status, flag, details, reason);
 }
 
 /* ------------------------------------------------------------------ upstream */
@@ -554,9 +788,9 @@ static void up_connect_cb(uv_connect_t *req, int status)
         weir_log_debug("connect to %s failed: %s", weir_upstream_pool_name(u->pool),
                        uv_strerror(status));
         up_close(u);
-        if (s && stream_upstream_failed(s, 503, "UF",
-                                        "upstream_reset_before_response_started{connection_failure}",
-                                        "connection failure"))
+        if (s && attempt_failed(s, WEIR_RETRY_OUTCOME_CONNECT_FAILURE, 503, "UF",
+                                "upstream_reset_before_response_started{connection_failure}",
+                                "connection failure"))
             stream_after_io(s);
         return;
     }
@@ -646,6 +880,7 @@ static void up_attach(stream_t *s, weir_endpoint_t *ep)
     if (l) {
         u = container_of(l, upstream_t, link);
         u->idle = false;
+        set_timer(s->down, TIMER_STREAM, options.stream_idle_timeout_ms);
     } else {
         up_tls_params_t tp = {0};
         if (ep->transport != WEIR_TRANSPORT_PLAIN) {
@@ -688,9 +923,9 @@ static void up_eof(upstream_t *u, stream_t *s)
     u->reusable = false;
     up_close(u);
     if (s->resp_complete ||
-        stream_upstream_failed(s, 503, "UC",
-                               "upstream_reset_before_response_started{connection_termination}",
-                               "connection termination"))
+        attempt_failed(s, WEIR_RETRY_OUTCOME_RESET, 503, "UC",
+                       "upstream_reset_before_response_started{connection_termination}",
+                       "connection termination"))
         stream_after_io(s);
 }
 
@@ -708,6 +943,9 @@ static void up_plain(upstream_t *u, stream_t *s, const char *data, size_t len)
                                     "upstream_reset_before_response_started{protocol_error}",
                                     "protocol error"))
             return;
+    } else if (r == WEIR_HTTP_ABORTED && s->retry_pending) {
+        retry_after_failure(s); /* the head asked for a retry: drop this response */
+        return;
     } else if (r == WEIR_HTTP_PAUSED && used != len) {
         u->reusable = false; /* bytes after the response: never reuse this connection */
     }
@@ -732,9 +970,9 @@ static void up_tls_failed(upstream_t *u, stream_t *s)
                   weir_tls_reason(u->tls));
     up_flush_cipher(u); /* the alert, so the server knows why */
     up_close(u);
-    if (stream_upstream_failed(s, 503, "UF",
-                               "upstream_reset_before_response_started{connection_failure}",
-                               "connection failure, transport failure reason: TLS error"))
+    if (attempt_failed(s, WEIR_RETRY_OUTCOME_CONNECT_FAILURE, 503, "UF",
+                       "upstream_reset_before_response_started{connection_failure}",
+                       "connection failure, transport failure reason: TLS error"))
         stream_after_io(s);
 }
 
@@ -812,9 +1050,9 @@ static void up_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
             snprintf(s->upstream_failure, sizeof(s->upstream_failure),
                      "TLS_error:connection closed during the handshake");
             up_close(u);
-            if (stream_upstream_failed(s, 503, "UF",
-                                       "upstream_reset_before_response_started{connection_failure}",
-                                       "connection failure, transport failure reason: TLS error"))
+            if (attempt_failed(s, WEIR_RETRY_OUTCOME_CONNECT_FAILURE, 503, "UF",
+                               "upstream_reset_before_response_started{connection_failure}",
+                               "connection failure, transport failure reason: TLS error"))
                 stream_after_io(s);
             return;
         }
@@ -832,8 +1070,20 @@ static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
     upstream_t *u = weir_http_parser_data(p);
     stream_t *s = u->stream;
     downstream_t *d = s->down;
-    if (s->resp_started) /* answered locally already (cannot happen with one attempt) */
+    if (s->resp_started) /* answered locally already */
         return -1;
+    if (!s->replay_overflow) {
+        weir_retry_outcome_t oc = weir_retry_outcome_status(h->status);
+        oc.overloaded = weir_http_head_find(h, "x-envoy-overloaded") != NULL;
+        weir_retry_status_t r = weir_retry_should_retry(&s->retry, &oc);
+        if (r == WEIR_RETRY_YES) {
+            s->retry_pending = true; /* up_plain sees the abort and retries */
+            return -1;
+        }
+        if (r == WEIR_RETRY_NO_LIMIT)
+            add_flag(s, "URX");
+    }
+    s->try_deadline_ms = 0; /* the response has begun: no more tries */
     s->resp_started = true;
     s->status = h->status;
     s->details = "via_upstream";
@@ -846,9 +1096,12 @@ static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
     else
         weir_buf_append_str(o, weir_http_reason_phrase(h->status));
     weir_buf_append(o, "\r\n", 2);
+    const weir_header_ops_t *ops[2];
+    size_t n_ops = header_ops(s, false, ops);
     for (size_t i = 0; i < h->n_headers; i++) {
         const weir_http_header_t *f = &h->headers[i];
-        if (weir_http_is_hop_by_hop(h, f->name, f->name_len) ||
+        if (header_op_drops(ops, n_ops, f->name, f->name_len) ||
+            weir_http_is_hop_by_hop(h, f->name, f->name_len) ||
             weir_http_name_is(f->name, f->name_len, "server") ||
             weir_http_name_is(f->name, f->name_len, "x-envoy-upstream-service-time"))
             continue;
@@ -856,6 +1109,7 @@ static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
     }
     weir_buf_appendf(o, "server: %s\r\nx-envoy-upstream-service-time: %llu\r\n",
                      options.server_name, (unsigned long long)s->upstream_time_ms);
+    header_ops_write(o, ops, n_ops);
     bool client_11 = s->req->version_major == 1 && s->req->version_minor >= 1;
     if (h->has_body && !s->head_request) {
         if (h->chunked) {
@@ -922,10 +1176,12 @@ static int up_on_complete(weir_http_parser_t *p)
 
 static void stream_free(stream_t *s)
 {
-    if (s->endpoint)
+    if (s->endpoint && s->endpoint_active)
         s->endpoint->active_requests--;
+    uv_timer_stop(&s->down->route_timer);
     weir_snapshot_unref(s->snap);
     weir_buf_free(&s->up_pending);
+    weir_buf_free(&s->replay);
     weir_buf_free(&s->xff);
     free(s);
 }
@@ -958,8 +1214,7 @@ static void stream_finish(stream_t *s)
 static void stream_abort(stream_t *s, const char *flag, const char *details)
 {
     downstream_t *d = s->down;
-    if (s->flags == NULL || strcmp(s->flags, "-") == 0)
-        s->flags = flag;
+    add_flag(s, flag);
     s->details = details;
     log_stream(s);
     if (s->up)
@@ -1036,10 +1291,15 @@ static void build_upstream_head(stream_t *s, const weir_route_t *route)
     weir_buf_append_str(o, " HTTP/1.1\r\n");
     const char *new_authority =
         route && route->rule->has_rewrite ? route->rule->rewrite.authority : NULL;
+    if (new_authority == NULL && route && s->dest_index < route->rule->n_route)
+        new_authority = route->rule->route[s->dest_index].headers.authority;
+    const weir_header_ops_t *ops[2];
+    size_t n_ops = header_ops(s, true, ops);
     bool host_written = false;
     for (size_t i = 0; i < h->n_headers; i++) {
         const weir_http_header_t *f = &h->headers[i];
-        if (weir_http_is_hop_by_hop(h, f->name, f->name_len) ||
+        if (header_op_drops(ops, n_ops, f->name, f->name_len) ||
+            weir_http_is_hop_by_hop(h, f->name, f->name_len) ||
             weir_http_name_is(f->name, f->name_len, "x-forwarded-for") ||
             weir_http_name_is(f->name, f->name_len, "x-forwarded-proto") ||
             weir_http_name_is(f->name, f->name_len, "x-request-id") ||
@@ -1070,6 +1330,9 @@ static void build_upstream_head(stream_t *s, const weir_route_t *route)
     append_header(o, "x-request-id", 12, s->request_id, strlen(s->request_id));
     if (rewritten)
         append_header(o, "x-envoy-original-path", 21, h->target, h->target_len);
+    if (route) /* Istio sets include_request_attempt_count on every route */
+        weir_buf_appendf(o, "x-envoy-attempt-count: %u\r\n", weir_retry_attempt(&s->retry));
+    header_ops_write(o, ops, n_ops);
     if (s->req_chunked)
         weir_buf_append_str(o, "transfer-encoding: chunked\r\n");
     weir_buf_append(o, "\r\n", 2);
@@ -1169,12 +1432,22 @@ static void forward_to(stream_t *s, adhoc_target_t *t)
 {
     s->cluster = &t->cluster;
     s->endpoint = &t->endpoint;
+    s->endpoint_active = true;
     t->endpoint.active_requests++;
     t->endpoint.total_requests++;
     build_upstream_head(s, NULL);
     if (s->req->expect_continue && !s->req_complete)
         weir_buf_append_str(&s->down->out, "HTTP/1.1 100 Continue\r\n\r\n");
     up_attach(s, &t->endpoint);
+}
+
+static void abort_or_forward(stream_t *s);
+static void start_deadlines(stream_t *s);
+
+/* A fault's percentage as Envoy rolls it: a draw in [0, 1e6) against value x 10^4. */
+static bool fault_hits(const weir_percent_t *p)
+{
+    return p->set && (double)(weir_random_u32() % 1000000u) < p->value * 10000.0;
 }
 
 static void route_request(stream_t *s)
@@ -1263,26 +1536,81 @@ static void route_request(stream_t *s)
                     rule->direct.body_len, NULL);
         return;
     }
-    size_t pick = weir_route_pick(route, weir_random_u32());
-    weir_cluster_t *c = route->clusters[pick];
+    /* Envoy's fault filter: a delay first, then an abort, each with its own percentage */
+    if (rule->fault.has_delay && fault_hits(&rule->fault.delay_percent)) {
+        add_flag(s, "DI");
+        set_timer(d, TIMER_FAULT_DELAY, (uint64_t)rule->fault.delay_ms);
+        return;
+    }
+    abort_or_forward(s);
+}
+
+/* After any fault delay: the fault abort, else the destination. */
+static void abort_or_forward(stream_t *s)
+{
+    const weir_route_t *route = s->route;
+    const weir_fault_t *f = &route->rule->fault;
+    if (f->has_abort && fault_hits(&f->abort_percent)) {
+        static const char body[] = "fault filter abort";
+        if (f->abort_http_status > 0) {
+            local_reply(s, f->abort_http_status, "FI", "fault_filter_abort", body,
+                        sizeof(body) - 1, NULL);
+        } else { /* a gRPC status travels in a 200 */
+            char hdr[64];
+            snprintf(hdr, sizeof(hdr), "grpc-status: %d\r\n", f->abort_grpc_status);
+            local_reply(s, 200, "FI", "fault_filter_abort", NULL, 0, hdr);
+        }
+        return;
+    }
+    /* the weighted cluster is chosen once per request; retries stay in it */
+    s->dest_index = weir_route_pick(route, weir_random_u32());
+    weir_cluster_t *c = route->clusters[s->dest_index];
     s->cluster = c;
     if (c == NULL || c->service == NULL) {
         local_reply(s, 503, "NC", "cluster_not_found", NULL, 0, NULL);
         return;
     }
-    weir_endpoint_t *ep = weir_cluster_pick(c, NULL, 0, weir_random_u32(), weir_random_u32());
+    weir_retry_init(&s->retry, &route->retry_policy);
+    start_attempt(s);
+}
+
+/* One try: an endpoint (another than those tried, when the policy says so and one is left),
+ * the head with this attempt's number, what the body has sent so far, and a connection. */
+static void start_attempt(stream_t *s)
+{
+    weir_cluster_t *c = s->cluster;
+    s->retry_pending = false;
+    const weir_endpoint_t *const *excluded =
+        s->route->retry_policy.retry_other_host ? s->tried : NULL;
+    weir_endpoint_t *ep =
+        weir_cluster_pick(c, excluded, excluded ? s->n_tried : 0, weir_random_u32(), weir_random_u32());
+    if (ep == NULL && s->n_tried) /* every host was tried: any will do */
+        ep = weir_cluster_pick(c, NULL, 0, weir_random_u32(), weir_random_u32());
     if (ep == NULL) {
         static const char body[] = "no healthy upstream";
         local_reply(s, 503, "UH", "no_healthy_upstream", body, sizeof(body) - 1, NULL);
         return;
     }
     s->endpoint = ep;
+    s->endpoint_active = true;
     ep->active_requests++;
     ep->total_requests++;
-    build_upstream_head(s, route);
-    if (h->expect_continue && !s->req_complete)
-        weir_buf_append_str(&d->out, "HTTP/1.1 100 Continue\r\n\r\n");
+    /* the first try sends what waited for it (a fault delay); a retry sends the body again */
+    weir_buf_t waiting = s->up_pending;
+    s->up_pending = (weir_buf_t)WEIR_BUF_INIT;
+    build_upstream_head(s, s->route);
+    if (weir_retry_attempt(&s->retry) == 1)
+        weir_buf_append(&s->up_pending, waiting.base, waiting.len);
+    else
+        weir_buf_append(&s->up_pending, s->replay.base, s->replay.len);
+    weir_buf_free(&waiting);
+    if (s->req->expect_continue && !s->req_complete && !s->continue_sent) {
+        weir_buf_append_str(&s->down->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        s->continue_sent = true;
+    }
     up_attach(s, ep);
+    if (s->req_complete && !s->local_reply)
+        start_deadlines(s);
 }
 
 static int down_on_head(weir_http_parser_t *p, weir_http_head_t *h)
@@ -1294,8 +1622,8 @@ static int down_on_head(weir_http_parser_t *p, weir_http_head_t *h)
     s->snap = weir_snapshot_ref(weir_snapshot_current());
     s->start_ms = weir_now_ms();
     s->start_us = weir_wall_us();
-    s->flags = "-";
     s->req_chunked = h->chunked;
+    weir_retry_init(&s->retry, &no_retries);
     s->head_request = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
     s->req_complete = !h->has_body;
     d->stream = s;
@@ -1305,17 +1633,35 @@ static int down_on_head(weir_http_parser_t *p, weir_http_head_t *h)
     return 0;
 }
 
+/* Envoy buffers a request body for retries up to its buffer limit; a longer body is sent on
+ * without a copy and its request is not retried. */
+#define REPLAY_MAX (1024 * 1024)
+
+static void keep_for_replay(stream_t *s, const char *framed, size_t len)
+{
+    if (s->replay_overflow || s->route == NULL || s->route->retry_policy.num_retries == 0)
+        return;
+    if (s->replay.len + len > REPLAY_MAX) {
+        s->replay_overflow = true;
+        weir_buf_free(&s->replay);
+        return;
+    }
+    weir_buf_append(&s->replay, framed, len);
+}
+
 static int down_on_body(weir_http_parser_t *p, const char *data, size_t len)
 {
     downstream_t *d = weir_http_parser_data(p);
     stream_t *s = d->stream;
     s->bytes_received += len;
-    if (s->local_reply || s->up == NULL)
+    if (s->local_reply)
         return 0;
+    size_t before = s->up_pending.len;
     if (s->req_chunked)
         append_chunk(&s->up_pending, data, len);
     else
         weir_buf_append(&s->up_pending, data, len);
+    keep_for_replay(s, s->up_pending.base + before, s->up_pending.len - before);
     return 0;
 }
 
@@ -1323,9 +1669,11 @@ static int down_on_trailers(weir_http_parser_t *p, const weir_http_header_t *t, 
 {
     downstream_t *d = weir_http_parser_data(p);
     stream_t *s = d->stream;
-    if (s->local_reply || s->up == NULL || !s->req_chunked)
+    if (s->local_reply || !s->req_chunked)
         return 0;
+    size_t before = s->up_pending.len;
     append_trailers(&s->up_pending, t, n);
+    keep_for_replay(s, s->up_pending.base + before, s->up_pending.len - before);
     s->req_trailers_sent = true;
     return 0;
 }
@@ -1334,9 +1682,12 @@ static int down_on_complete(weir_http_parser_t *p)
 {
     downstream_t *d = weir_http_parser_data(p);
     stream_t *s = d->stream;
-    if (s->req_chunked && !s->req_trailers_sent && !s->local_reply && s->up)
+    if (s->req_chunked && !s->req_trailers_sent && !s->local_reply) {
         weir_buf_append(&s->up_pending, "0\r\n\r\n", 5);
+        keep_for_replay(s, "0\r\n\r\n", 5);
+    }
     s->req_complete = true;
+    start_deadlines(s);
     return 0;
 }
 
@@ -1367,8 +1718,8 @@ static void down_close(downstream_t *d)
     if (d->stream) {
         stream_t *s = d->stream;
         if (!s->resp_complete || !s->req_complete) {
-            if (strcmp(s->flags, "-") == 0)
-                s->flags = "DC";
+            if (s->flags[0] == '\0')
+                add_flag(s, "DC");
             if (s->details == NULL)
                 s->details = "downstream_remote_disconnect";
         }
@@ -1392,6 +1743,7 @@ static void down_close(downstream_t *d)
         d->next->prev = d->prev;
     uv_close((uv_handle_t *)&d->tcp, down_handle_closed);
     uv_close((uv_handle_t *)&d->timer, down_handle_closed);
+    uv_close((uv_handle_t *)&d->route_timer, down_handle_closed);
 }
 
 static void down_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
@@ -1496,8 +1848,11 @@ static void down_update_reading(downstream_t *d)
         want = d->pending.len == 0; /* a queued pipelined request is parsed first */
     } else if (s->req_complete) {
         want = false; /* pipelined bytes wait in the kernel until this exchange is done */
-    } else if (!s->local_reply && s->up) {
-        size_t backlog = s->up_pending.len + (s->up->connected ? queued(&s->up->tcp) : 0);
+    } else if (!s->local_reply) {
+        /* also while no connection is attached (connecting, a fault delay, a retry back-off):
+         * what waits in up_pending counts */
+        size_t backlog =
+            s->up_pending.len + (s->up && s->up->connected ? queued(&s->up->tcp) : 0);
         want = d->reading ? backlog < WEIR_PROXY_HIGH_WATERMARK
                           : backlog <= WEIR_PROXY_LOW_WATERMARK;
     }
@@ -1523,7 +1878,7 @@ static void reply_codec_error(downstream_t *d)
         if (s->up)
             up_close(s->up);
         s->status = status;
-        s->flags = "DPE";
+        add_flag(s, "DPE");
         s->details = "http1.codec_error";
         log_stream(s);
         d->stream = NULL;
@@ -1662,10 +2017,10 @@ static void timer_cb(uv_timer_t *t)
                 snprintf(s->upstream_failure, sizeof(s->upstream_failure),
                          "TLS_error:handshake timeout");
             up_close(s->up);
-            reply_upstream_failure(s, 503, "UF",
-                                   "upstream_reset_before_response_started{connection_timeout}",
-                                   "connection timeout");
-            stream_after_io(s);
+            if (attempt_failed(s, WEIR_RETRY_OUTCOME_CONNECT_FAILURE, 503, "UF",
+                               "upstream_reset_before_response_started{connection_timeout}",
+                               "connection timeout"))
+                stream_after_io(s);
         }
         return;
     case TIMER_STREAM:
@@ -1679,6 +2034,18 @@ static void timer_cb(uv_timer_t *t)
             stream_after_io(s);
         } else if (s) {
             stream_abort(s, "SI", "stream_idle_timeout");
+        }
+        return;
+    case TIMER_RETRY:
+        if (s && s->retry_pending && !s->resp_started)
+            start_attempt(s);
+        if (d->stream == s && s)
+            stream_after_io(s);
+        return;
+    case TIMER_FAULT_DELAY:
+        if (s && !s->resp_started) {
+            abort_or_forward(s);
+            stream_after_io(s);
         }
         return;
     case TIMER_IDLE:
@@ -1711,9 +2078,11 @@ static void on_connection(uv_stream_t *server, int status)
     downstream_t *d = weir_mem_calloc(1, sizeof(*d));
     uv_tcp_init(weir_loop(), &d->tcp);
     uv_timer_init(weir_loop(), &d->timer);
+    uv_timer_init(weir_loop(), &d->route_timer);
     d->tcp.data = d;
     d->timer.data = d;
-    d->open_handles = 2;
+    d->route_timer.data = d;
+    d->open_handles = 3;
     d->port = l->port;
     d->kind = l->opts.kind;
     d->tls_decided = true;

@@ -208,6 +208,25 @@ static char *route_name(const weir_http_route_t *rule, const weir_http_match_t *
     return n.base;
 }
 
+/* Istio's retry.ConvertPolicy into Envoy's terms, once per route. */
+static void compile_retry_policy(const weir_http_retry_t *in, weir_retry_policy_t *out)
+{
+    if (!in->set) {
+        weir_retry_policy_istio_default(out);
+        return;
+    }
+    weir_retry_policy_init(out);
+    out->num_retries = in->attempts > 0 ? (uint32_t)in->attempts : 0;
+    out->retry_on = in->retry_on;
+    for (size_t i = 0; i < in->n_retriable_status_codes; i++)
+        weir_retry_policy_add_status_code(out, in->retriable_status_codes[i]);
+    out->per_try_timeout_ms = in->per_try_timeout_ms > 0 ? (uint64_t)in->per_try_timeout_ms : 0;
+    if (in->backoff_ms > 0)
+        out->base_interval_ms = (uint64_t)in->backoff_ms;
+    out->retry_other_host = in->ignore_previous_hosts;
+    out->host_selection_max_attempts = 5;
+}
+
 static void emit_route(builder_t *b, weir_vhost_t *vh, vhost_state_t *st,
                        const weir_virtual_service_t *vs, const weir_http_route_t *rule,
                        const weir_http_match_t *m)
@@ -222,6 +241,7 @@ static void emit_route(builder_t *b, weir_vhost_t *vh, vhost_state_t *st,
     r->rule = rule;
     r->match = m;
     r->name = route_name(rule, m);
+    compile_retry_policy(&rule->retries, &r->retry_policy);
     if (rule->action != WEIR_ACTION_ROUTE || rule->n_route == 0)
         return;
 

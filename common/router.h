@@ -24,6 +24,7 @@
 #include "common/config.h"
 #include "common/http_codec.h"
 #include "common/mem.h"
+#include "common/retry.h"
 
 typedef struct weir_route {
     const weir_virtual_service_t *vs; /* NULL for a default route (no VirtualService) */
@@ -36,6 +37,9 @@ typedef struct weir_route {
     uint32_t *cumulative_weight;
     size_t n_clusters;
     char *name; /* for %ROUTE_NAME%: rule->name, else "default" */
+    /* The rule's `retries` compiled for common/retry, or Istio's default policy when the rule
+     * has none (S4). */
+    weir_retry_policy_t retry_policy;
 } weir_route_t;
 
 typedef struct {

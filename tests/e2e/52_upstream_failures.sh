@@ -3,8 +3,10 @@
 # does, with the right status, body and response flag, and keeps serving everyone else.
 # Pods: gw (weir gateway), echo (echo_server on :80, plus socat stand-ins on :82/:83 that send a
 # malformed response and a truncated one), client (curl). Routes, all on host echo.local:
-#   /refused  -> an endpoint port nothing listens on            503 UF
-#   /nowhere  -> an address no pod has (connect timeout 1 s)    503 UF, within ~1 s
+#   /refused  -> an endpoint port nothing listens on            503 UF,URX (Istio's default
+#                                                               policy retried the connect twice)
+#   /nowhere  -> an address no pod has (connect timeout 1 s,    503 UF, within ~1 s
+#                retries: {attempts: 0})
 #   /empty    -> a subset whose labels match no endpoint        503 UH "no healthy upstream"
 #   /bad      -> a response with Content-Length and chunked     502 UPE
 #   /short    -> a response cut short after its head            client sees a truncated body, UC
@@ -74,6 +76,7 @@ spec:
     route: [{destination: {host: refused}}]
   - match: [{uri: {prefix: /nowhere}}]
     route: [{destination: {host: nowhere}}]
+    retries: {attempts: 0}
   - match: [{uri: {prefix: /empty}}]
     route: [{destination: {host: echo, subset: v9}}]
   - match: [{uri: {prefix: /bad}}]
@@ -117,11 +120,11 @@ get() {
     pod_exec client curl -s --max-time 10 -w ' %{http_code}' "http://echo.local$1" || true
 }
 
-say "a route to a port nothing listens on answers 503 with Envoy's connect-failure body, flag UF"
+say "a port nothing listens on: Istio's default policy retries the connect twice, then 503 with Envoy's connect-failure body, flags UF,URX"
 out=$(get /refused)
 [[ $out == "upstream connect error or disconnect/reset before headers. reset reason: connection failure 503" ]] ||
     fail "GET /refused gave '$out'"
-access_line '"GET /refused HTTP/1.1" 503 UF ' "$D/access.log" >/dev/null || fail "no 503 UF log line for /refused"
+access_line '"GET /refused HTTP/1.1" 503 UF,URX ' "$D/access.log" >/dev/null || fail "no 503 UF,URX log line for /refused"
 
 say "a route to an address nobody has fails at the 1 s connect timeout with 503 UF"
 start=$(date +%s%N)
