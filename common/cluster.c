@@ -1,5 +1,7 @@
 /* common/cluster.c: see cluster.h. */
 #include "common/cluster.h"
+#include "common/cluster_state.h"
+#include "common/outlier.h"
 #include "common/tls.h"
 
 #include <arpa/inet.h>
@@ -169,6 +171,11 @@ void weir_cluster_free(weir_cluster_t *c)
     free(c->sni);
     weir_string_list_free(&c->peer_ids);
     weir_tls_config_unref(c->tls_config);
+    if (c->state) {
+        weir_cluster_state_forget_detector(c->state, c->od);
+        weir_cluster_state_unref(c->state);
+    }
+    weir_outlier_free(c->od);
     free(c);
 }
 
@@ -187,8 +194,12 @@ weir_endpoint_t *weir_cluster_pick(weir_cluster_t *c, const weir_endpoint_t *con
         eligible = weir_mem_alloc(n * sizeof(*eligible));
         active = weir_mem_alloc(n * sizeof(*active));
     }
+    /* Ejected hosts are left out unless too few are healthy (Envoy's panic mode; Istio's
+     * default threshold 0 never panics, so a cluster with every host ejected has none). */
+    bool use_od = c->od != NULL &&
+                  !weir_outlier_panic(weir_outlier_healthy_hosts(c->od), n, c->min_health_percent);
     for (size_t i = 0; i < n; i++) {
-        eligible[i] = true;
+        eligible[i] = !(use_od && weir_outlier_is_ejected(c->od, i));
         active[i] = c->endpoints[i].active_requests;
     }
     for (size_t k = 0; k < n_excluded; k++) {

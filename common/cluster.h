@@ -66,6 +66,12 @@ typedef struct weir_cluster {
     /* TLS endpoints: the client configuration built from the DestinationRule's files (a
      * reference), or NULL when they could not be loaded (requests then fail 503 UF). */
     struct weir_tls_config *tls_config;
+    /* Set by the snapshot: the state that outlives reloads (circuit breakers, pending queue;
+     * a reference), and the outlier detector over these endpoints (owned; NULL without
+     * outlierDetection), endpoint i being its host i. */
+    struct weir_cluster_state *state;
+    struct weir_outlier *od;
+    uint32_t min_health_percent; /* panic threshold: below it, ejections are ignored */
 } weir_cluster_t;
 
 /* Builds the cluster for (host, subset, port). port 0 means "the service's only port"; when

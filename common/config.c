@@ -3713,18 +3713,6 @@ void weir_config_warn_unapplied(const weir_config_t *cfg, weir_diags_t *d)
                         tail);
         }
     }
-    for (size_t i = 0; i < cfg->n_destination_rules; i++) {
-        const weir_destination_rule_t *dr = &cfg->destination_rules[i];
-        bool pool = dr->policy.has_connection_pool, od = dr->policy.has_outlier_detection;
-        for (size_t s = 0; s < dr->n_subsets; s++) {
-            pool |= dr->subsets[s].policy.has_connection_pool;
-            od |= dr->subsets[s].policy.has_outlier_detection;
-        }
-        if (pool)
-            warn_at(d, &dr->place, "trafficPolicy.connectionPool: %s", tail);
-        if (od)
-            warn_at(d, &dr->place, "trafficPolicy.outlierDetection: %s", tail);
-    }
 }
 
 static weir_config_t *finish(cfg_t *c, weir_diags_t *diags, size_t errors_before)

@@ -23,6 +23,8 @@
 #include <uv.h>
 
 #include "common/cluster.h"
+#include "common/cluster_state.h"
+#include "common/outlier.h"
 #include "common/http_codec.h"
 #include "common/identity.h"
 #include "common/log.h"
@@ -101,6 +103,8 @@ struct upstream {
     char local[INET6_ADDRSTRLEN + 8];
     bool connected, closing, idle, reading, reusable, read_eof;
     weir_tls_t *tls;  /* ISTIO_MUTUAL: the client side of the mTLS session */
+    weir_cluster_state_t *cstate; /* counts this connection against max_connections */
+    uint32_t requests;            /* served on this connection (maxRequestsPerConnection) */
     bool tls_ready;   /* connected, and the handshake (if any) is done: requests may flow */
     downstream_t *raw_down; /* plain TCP relay: the client side */
 };
@@ -131,6 +135,9 @@ struct stream {
     uint64_t route_deadline_ms, try_deadline_ms; /* 0: none */
     bool continue_sent;
     bool endpoint_active; /* s->endpoint counts this attempt in its active requests */
+    bool counted_active;  /* in the cluster's active requests (max_requests) */
+    bool counted_retry;   /* in the cluster's active retries (max_retries) */
+    weir_pool_link_t wait_link; /* in the cluster's pending queue while linked */
     int status;
     bool local_reply;   /* answered by weir: request body bytes are read and dropped */
     bool req_chunked, req_trailers_sent, req_complete;
@@ -645,12 +652,38 @@ static void release_endpoint(stream_t *s)
     }
 }
 
+/* The cluster's max_retries breaker: concurrent retries, cluster-wide (Istio: unlimited). */
+static bool retry_breaker_full(const stream_t *s)
+{
+    weir_cluster_state_t *cs = s->cluster ? s->cluster->state : NULL;
+    return cs && !s->counted_retry &&
+           weir_cluster_state_gauges(cs)->active_retries >=
+               weir_cluster_state_limits(cs)->max_retries;
+}
+
+/* Tells the cluster's outlier detector how the attempt on s->endpoint ended: an HTTP status,
+ * or one of WEIR_OUTLIER_CONNECT_FAILED / TIMEOUT / RESET. */
+static void report_outlier(stream_t *s, int result)
+{
+    weir_cluster_t *c = s->cluster;
+    if (c == NULL || c->od == NULL || s->endpoint == NULL || !s->endpoint_active)
+        return;
+    size_t host = (size_t)(s->endpoint - c->endpoints);
+    if (host < c->n_endpoints)
+        weir_outlier_report(c->od, host, result, weir_now_ms());
+}
+
 /* The attempt is over and another follows after Envoy's jittered back-off. */
 static void retry_after_failure(stream_t *s)
 {
     if (s->up)
         up_close(s->up);
     release_endpoint(s);
+    weir_cluster_state_t *cs = s->cluster ? s->cluster->state : NULL;
+    if (cs && !s->counted_retry) {
+        weir_cluster_state_gauges(cs)->active_retries++;
+        s->counted_retry = true;
+    }
     s->retry_pending = true;
     s->try_deadline_ms = 0;
     arm_route_timer(s);
@@ -665,8 +698,12 @@ static bool attempt_failed(stream_t *s, weir_retry_outcome_kind_t kind, int stat
 {
     if (s->up)
         up_close(s->up);
+    report_outlier(s, kind == WEIR_RETRY_OUTCOME_CONNECT_FAILURE ? WEIR_OUTLIER_CONNECT_FAILED
+                      : kind == WEIR_RETRY_OUTCOME_PER_TRY_TIMEOUT  ? WEIR_OUTLIER_TIMEOUT
+                                                                    : WEIR_OUTLIER_RESET);
     if (!s->resp_started && !s->replay_overflow) {
         weir_retry_outcome_t oc = weir_retry_outcome(kind);
+        oc.retry_breaker_full = retry_breaker_full(s);
         weir_retry_status_t r = weir_retry_should_retry(&s->retry, &oc);
         if (r == WEIR_RETRY_YES) {
             retry_after_failure(s);
@@ -674,6 +711,8 @@ static bool attempt_failed(stream_t *s, weir_retry_outcome_kind_t kind, int stat
         }
         if (r == WEIR_RETRY_NO_LIMIT)
             add_flag(s, "URX");
+        if (r == WEIR_RETRY_NO_OVERFLOW)
+            add_flag(s, "UO");
     }
     release_endpoint(s);
     if (reason == NULL) /* a per-try timeout: Envoy's timeout body */
@@ -683,9 +722,16 @@ static bool attempt_failed(stream_t *s, weir_retry_outcome_kind_t kind, int stat
 
 /* ------------------------------------------------------------------ upstream */
 
+static void wake_waiter(weir_pool_link_t *w);
+
 static void up_close_cb(uv_handle_t *h)
 {
     upstream_t *u = h->data;
+    if (u->cstate) { /* room for another connection: a waiting request may go */
+        weir_cluster_state_gauges(u->cstate)->open_connections--;
+        weir_cluster_state_notify(u->cstate, wake_waiter);
+        weir_cluster_state_unref(u->cstate);
+    }
     weir_tls_free(u->tls);
     weir_http_parser_free(u->parser);
     weir_upstream_pool_unref(u->pool);
@@ -737,7 +783,9 @@ static void up_release(stream_t *s)
         return;
     s->up = NULL;
     u->stream = NULL;
-    if (!u->reusable || u->closing || !s->req_complete) {
+    uint32_t per_conn = u->cstate ? weir_cluster_state_limits(u->cstate)->max_requests_per_connection
+                                  : 0;
+    if (!u->reusable || u->closing || !s->req_complete || (per_conn && u->requests >= per_conn)) {
         up_close(u);
         return;
     }
@@ -746,6 +794,8 @@ static void up_release(stream_t *s)
     u->idle = true;
     weir_upstream_pool_put_idle(u->pool, &u->link);
     up_update_reading(u);
+    if (u->cstate)
+        weir_cluster_state_notify(u->cstate, wake_waiter);
 }
 
 static void up_update_reading(upstream_t *u)
@@ -873,10 +923,58 @@ static int up_open(weir_upstream_pool_t *pool, bool from_inbound_source, const u
 }
 
 /* Leases an idle connection to the endpoint or opens one. */
-static void up_attach(stream_t *s, weir_endpoint_t *ep)
+/* Envoy's overflow answer: a circuit breaker refused the request. Never retried. */
+static void reply_overflow(stream_t *s)
 {
+    static const char body[] =
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+    release_endpoint(s);
+    local_reply(s, 503, "UO", "upstream_reset_before_response_started{overflow}", body,
+                sizeof(body) - 1, "x-envoy-overloaded: true\r\n");
+}
+
+static bool up_attach(stream_t *s, weir_endpoint_t *ep);
+
+/* A connection of the cluster closed or went idle: the oldest waiting request tries again. */
+static void wake_waiter(weir_pool_link_t *w)
+{
+    stream_t *s = container_of(w, stream_t, wait_link);
+    weir_cluster_gauges_t *g = weir_cluster_state_gauges(s->cluster->state);
+    g->pending_requests--;
+    if (s->local_reply || s->resp_started || s->endpoint == NULL)
+        return;
+    up_attach(s, s->endpoint);
+    stream_after_io(s);
+}
+
+/* Leases an idle connection to the endpoint or opens one, within the cluster's circuit
+ * breakers (Envoy's HTTP/1 pool): at max_connections an idle connection to another endpoint
+ * is closed to make room, else the request waits in the pending queue, else it overflows.
+ * Returns false when the request was answered instead (overflow or failure). */
+static bool up_attach(stream_t *s, weir_endpoint_t *ep)
+{
+    weir_cluster_state_t *cs = s->cluster->state;
     weir_pool_link_t *l = weir_upstream_pool_take_idle(ep->pool);
     upstream_t *u;
+    if (l == NULL && cs) {
+        weir_cluster_gauges_t *g = weir_cluster_state_gauges(cs);
+        const weir_cluster_limits_t *lim = weir_cluster_state_limits(cs);
+        if (g->open_connections >= lim->max_connections) {
+            weir_pool_link_t *other = weir_cluster_state_take_any_idle(cs, ep->pool);
+            if (other) {
+                up_close(container_of(other, upstream_t, link));
+            } else if (g->pending_requests < lim->max_pending_requests) {
+                g->pending_requests++;
+                weir_cluster_state_counters(cs)->rq_pending_total++;
+                weir_cluster_state_enqueue(cs, &s->wait_link);
+                return true; /* wake_waiter comes back here */
+            } else {
+                weir_cluster_state_counters(cs)->rq_pending_overflow++;
+                reply_overflow(s);
+                return false;
+            }
+        }
+    }
     if (l) {
         u = container_of(l, upstream_t, link);
         u->idle = false;
@@ -895,22 +993,29 @@ static void up_attach(stream_t *s, weir_endpoint_t *ep)
                 reply_upstream_failure(s, 503, "UF",
                                        "upstream_reset_before_response_started{connection_failure}",
                                        "connection failure, transport failure reason: TLS error");
-                return;
+                return false;
             }
         }
         if (up_open(ep->pool, s->down->kind == WEIR_LISTENER_INBOUND, &tp, &u) < 0) {
             reply_upstream_failure(s, 503, "UF",
                                    "upstream_reset_before_response_started{connection_failure}",
                                    "connection failure");
-            return;
+            return false;
+        }
+        if (cs) {
+            u->cstate = weir_cluster_state_ref(cs);
+            weir_cluster_state_gauges(cs)->open_connections++;
+            weir_cluster_state_counters(cs)->cx_total++;
         }
         set_timer(s->down, TIMER_CONNECT, options.connect_timeout_ms);
     }
     u->stream = s;
+    u->requests++;
     s->up = u;
     s->upstream_start_ms = weir_now_ms();
     weir_http_parser_expect_head_response(u->parser, s->head_request);
     up_update_reading(u);
+    return true;
 }
 
 static void relay_up_read(upstream_t *u, ssize_t nread, const uv_buf_t *buf);
@@ -1072,9 +1177,11 @@ static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
     downstream_t *d = s->down;
     if (s->resp_started) /* answered locally already */
         return -1;
+    report_outlier(s, h->status);
     if (!s->replay_overflow) {
         weir_retry_outcome_t oc = weir_retry_outcome_status(h->status);
         oc.overloaded = weir_http_head_find(h, "x-envoy-overloaded") != NULL;
+        oc.retry_breaker_full = retry_breaker_full(s);
         weir_retry_status_t r = weir_retry_should_retry(&s->retry, &oc);
         if (r == WEIR_RETRY_YES) {
             s->retry_pending = true; /* up_plain sees the abort and retries */
@@ -1082,6 +1189,8 @@ static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
         }
         if (r == WEIR_RETRY_NO_LIMIT)
             add_flag(s, "URX");
+        if (r == WEIR_RETRY_NO_OVERFLOW)
+            add_flag(s, "UO");
     }
     s->try_deadline_ms = 0; /* the response has begun: no more tries */
     s->resp_started = true;
@@ -1178,6 +1287,18 @@ static void stream_free(stream_t *s)
 {
     if (s->endpoint && s->endpoint_active)
         s->endpoint->active_requests--;
+    weir_cluster_state_t *cs = s->cluster ? s->cluster->state : NULL;
+    if (cs) {
+        weir_cluster_gauges_t *g = weir_cluster_state_gauges(cs);
+        if (s->wait_link.next) {
+            weir_cluster_state_dequeue(cs, &s->wait_link);
+            g->pending_requests--;
+        }
+        if (s->counted_active)
+            g->active_requests--;
+        if (s->counted_retry)
+            g->active_retries--;
+    }
     uv_timer_stop(&s->down->route_timer);
     weir_snapshot_unref(s->snap);
     weir_buf_free(&s->up_pending);
@@ -1580,6 +1701,17 @@ static void start_attempt(stream_t *s)
 {
     weir_cluster_t *c = s->cluster;
     s->retry_pending = false;
+    if (c->state && !s->counted_active) {
+        weir_cluster_gauges_t *g = weir_cluster_state_gauges(c->state);
+        if (g->active_requests >= weir_cluster_state_limits(c->state)->max_requests) {
+            weir_cluster_state_counters(c->state)->rq_overflow++;
+            reply_overflow(s);
+            return;
+        }
+        g->active_requests++;
+        weir_cluster_state_counters(c->state)->rq_total++;
+        s->counted_active = true;
+    }
     const weir_endpoint_t *const *excluded =
         s->route->retry_policy.retry_other_host ? s->tried : NULL;
     weir_endpoint_t *ep =

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "common/mem.h"
+#include "common/cluster_state.h"
+#include "common/outlier.h"
 #include "common/tls.h"
 #include "common/upstream_pool.h"
 
@@ -92,6 +94,58 @@ static void bind_transport(weir_snapshot_t *s, weir_cluster_t *c)
         c->peer_ids = weir_config_service_accounts(cfg, c->service, s->trust_domain);
 }
 
+/* The cluster's lasting state: circuit breakers from the DestinationRule's connectionPool
+ * (Istio applies only values > 0), and an outlier detector that carries the previous
+ * snapshot's host state over. */
+static void bind_state(weir_snapshot_t *s, weir_cluster_t *c)
+{
+    const weir_destination_rule_t *dr = weir_config_find_destination_rule(s->config, c->host);
+    const weir_subset_t *ss = dr && c->subset ? weir_destination_rule_subset(dr, c->subset) : NULL;
+    const weir_traffic_policy_t *policy = ss ? &ss->policy : dr ? &dr->policy : NULL;
+    c->state = weir_cluster_state_acquire(c->name);
+    weir_cluster_limits_t l;
+    weir_cluster_limits_unlimited(&l);
+    if (policy && policy->has_connection_pool) {
+        const weir_connection_pool_t *p = &policy->connection_pool;
+        if (p->max_connections)
+            l.max_connections = p->max_connections;
+        if (p->http1_max_pending_requests)
+            l.max_pending_requests = p->http1_max_pending_requests;
+        if (p->http2_max_requests)
+            l.max_requests = p->http2_max_requests;
+        if (p->max_retries)
+            l.max_retries = p->max_retries;
+        l.max_requests_per_connection = p->max_requests_per_connection;
+    }
+    weir_cluster_state_set_limits(c->state, &l);
+    if (policy == NULL || !policy->has_outlier_detection || c->n_endpoints == 0) {
+        weir_cluster_state_set_detector(c->state, NULL, 0);
+        return;
+    }
+    const weir_outlier_detection_t *o = &policy->outlier_detection;
+    weir_outlier_config_t oc;
+    weir_outlier_config_istio_defaults(&oc);
+    oc.consecutive_5xx = o->consecutive_5xx;
+    oc.enforcing_consecutive_5xx = o->enforcing_consecutive_5xx;
+    oc.consecutive_gateway_failure = o->consecutive_gateway_errors;
+    oc.enforcing_consecutive_gateway_failure = o->enforcing_consecutive_gateway_errors;
+    oc.consecutive_local_origin_failure = o->consecutive_local_origin_failures;
+    oc.enforcing_consecutive_local_origin_failure = true;
+    oc.split_external_local_origin_errors = o->split_external_local_origin_errors;
+    oc.interval_ms = (uint64_t)o->interval_ms;
+    oc.base_ejection_ms = (uint64_t)o->base_ejection_time_ms;
+    oc.max_ejection_percent = o->max_ejection_percent;
+    c->min_health_percent = o->min_health_percent;
+    const char **keys = weir_mem_calloc(c->n_endpoints, sizeof(*keys));
+    for (size_t i = 0; i < c->n_endpoints; i++)
+        keys[i] = c->endpoints[i].host_port;
+    weir_outlier_t *prev = weir_cluster_state_detector(c->state);
+    c->od = prev ? weir_outlier_rebuild(prev, &oc, c->n_endpoints, keys)
+                 : weir_outlier_create(&oc, c->n_endpoints, keys);
+    free(keys);
+    weir_cluster_state_set_detector(c->state, c->od, oc.interval_ms);
+}
+
 /* Routes reach clusters through this, so each (host, subset, port) is built once and every
  * route sharing it shares its load-balancer state. */
 static weir_cluster_t *lookup_cluster(void *ctx, const char *host, const char *subset,
@@ -107,17 +161,20 @@ static weir_cluster_t *lookup_cluster(void *ctx, const char *host, const char *s
     }
     weir_cluster_t *c = weir_cluster_build(s->config, host, subset, port);
     bind_transport(s, c);
+    bind_state(s, c);
     for (size_t i = 0; i < c->n_endpoints; i++) {
         weir_endpoint_t *ep = &c->endpoints[i];
-        /* a connection made with mTLS for one SNI is no use for plain text or another SNI */
+        /* pools are per cluster, as Envoy's (the circuit breakers count per cluster); a
+         * connection made with mTLS for one SNI is no use for plain text or another SNI */
         weir_buf_t key = WEIR_BUF_INIT;
-        weir_buf_append_str(&key, ep->host_port);
+        weir_buf_appendf(&key, "%s %s", c->name, ep->host_port);
         if (ep->transport == WEIR_TRANSPORT_ISTIO_MUTUAL)
             weir_buf_appendf(&key, " mtls %s", c->sni);
         else if (ep->transport == WEIR_TRANSPORT_TLS)
             weir_buf_appendf(&key, " tls %s %p", c->sni, (void *)c->tls_config);
         ep->pool = weir_upstream_pool_acquire(key.base, (const struct sockaddr *)&ep->addr,
                                               ep->addr_len);
+        weir_cluster_state_add_pool(c->state, ep->pool);
         weir_buf_free(&key);
     }
     s->clusters = weir_mem_realloc(s->clusters, (s->n_clusters + 1) * sizeof(*s->clusters));
