@@ -59,6 +59,10 @@ int weir_cli_parse(weir_cli_t *cli, int argc, char **argv, int first)
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--no-shadow-host-suffix") == 0) { /* the one flag without a value */
+            cli->no_shadow_host_suffix = true;
+            continue;
+        }
         bool takes_value = strcmp(a, "-c") == 0 || strncmp(a, "--", 2) == 0;
         if (takes_value && v == NULL) {
             fprintf(stderr, "weir: %s needs a value\n", a);

@@ -24,6 +24,7 @@ typedef struct {
     const char *certs_dir;       /* --certs: root-cert.pem, cert-chain.pem, key.pem */
     const char *trust_domain;    /* --trust-domain (cluster.local) */
     unsigned inbound_port, outbound_port; /* --inbound-port, --outbound-port (sidecar) */
+    bool no_shadow_host_suffix;           /* --no-shadow-host-suffix */
 } weir_cli_t;
 
 /* Parses argv[first..argc). `defaults` fill what is not given. Prints the problem and returns

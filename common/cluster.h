@@ -72,6 +72,7 @@ typedef struct weir_cluster {
     struct weir_cluster_state *state;
     struct weir_outlier *od;
     uint32_t min_health_percent; /* panic threshold: below it, ejections are ignored */
+    uint64_t connect_timeout_ms; /* connectionPool.tcp.connectTimeout; 0: the proxy's default */
 } weir_cluster_t;
 
 /* Builds the cluster for (host, subset, port). port 0 means "the service's only port"; when

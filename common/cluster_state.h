@@ -31,6 +31,10 @@ typedef struct {
     uint64_t rq_total, rq_pending_total;
     uint64_t rq_pending_overflow, cx_overflow, rq_overflow, rq_retry_overflow;
     uint64_t cx_total;
+    /* as the shadow cluster: copies sent, copies given up (too slow, or over the limit), and
+     * the shadows' answers by class (failed: no answer at all) */
+    uint64_t shadow_rq_total, shadow_abandoned;
+    uint64_t shadow_rq_2xx, shadow_rq_3xx, shadow_rq_4xx, shadow_rq_5xx, shadow_rq_failed;
 } weir_cluster_counters_t;
 
 typedef struct weir_cluster_state weir_cluster_state_t;

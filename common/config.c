@@ -3694,11 +3694,6 @@ void weir_config_warn_unapplied(const weir_config_t *cfg, weir_diags_t *d)
     static const char tail[] = "not applied by weir yet; ignored";
     for (size_t v = 0; v < cfg->n_virtual_services; v++) {
         const weir_virtual_service_t *vs = &cfg->virtual_services[v];
-        for (size_t i = 0; i < vs->n_http; i++) {
-            const weir_http_route_t *r = &vs->http[i];
-            if (r->n_mirrors)
-                warn_at(d, &r->place, "http[%zu].mirror: %s", i, tail);
-        }
         if (vs->n_tls)
             warn_at(d, &vs->tls[0].place, "tls: %s", tail);
         if (vs->n_tcp)

@@ -64,6 +64,7 @@ typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADERS, TIMER_STREAM, TIMER_CONNEC
                TIMER_LINGER, TIMER_HANDSHAKE, TIMER_RETRY, TIMER_FAULT_DELAY } timer_mode_t;
 
 typedef struct upstream upstream_t;
+typedef struct shadow shadow_t;
 
 typedef struct downstream {
     uv_tcp_t tcp;
@@ -107,6 +108,7 @@ struct upstream {
     uint32_t requests;            /* served on this connection (maxRequestsPerConnection) */
     bool tls_ready;   /* connected, and the handshake (if any) is done: requests may flow */
     downstream_t *raw_down; /* plain TCP relay: the client side */
+    shadow_t *shadow;       /* a mirror's connection: its answer is dropped */
 };
 
 struct stream {
@@ -137,6 +139,7 @@ struct stream {
     bool endpoint_active; /* s->endpoint counts this attempt in its active requests */
     bool counted_active;  /* in the cluster's active requests (max_requests) */
     bool counted_retry;   /* in the cluster's active retries (max_retries) */
+    shadow_t *shadows;    /* mirrors of this request still being fed */
     weir_pool_link_t wait_link; /* in the cluster's pending queue while linked */
     int status;
     bool local_reply;   /* answered by weir: request body bytes are read and dropped */
@@ -153,6 +156,23 @@ typedef struct {
     uv_write_t req;
     weir_buf_t buf;
 } write_req_t;
+
+/* A mirrored copy of a request (Envoy's shadow): its own connection to the mirror cluster,
+ * fed the request as the primary forwards it, its answer read and dropped. It never delays or
+ * fails the primary: when it cannot keep up it is abandoned. Owned by itself: freed in its
+ * timer's close callback, once its exchange is over. */
+struct shadow {
+    uv_timer_t timer; /* the deadline it never outlives */
+    upstream_t *up;
+    weir_snapshot_t *snap; /* keeps cluster and endpoint alive */
+    weir_cluster_t *cluster;
+    weir_endpoint_t *ep;
+    weir_buf_t pending;    /* request bytes waiting for the connection */
+    stream_t *primary;     /* NULL once the primary is done */
+    struct shadow *next;   /* in the primary's list */
+    bool req_complete, resp_complete, finished;
+    bool burst; /* holds one of the few slots to fall further behind */
+};
 
 static weir_proxy_options_t options;
 static weir_retry_policy_t no_retries; /* requests without a route: inbound, passthrough */
@@ -182,6 +202,7 @@ void weir_proxy_options_default(weir_proxy_options_t *o)
     o->connect_timeout_ms = 10 * 1000;
     o->server_name = "istio-envoy";
     o->inbound_source_address = "127.0.0.6";
+    o->shadow_host_suffix = true;
 }
 
 void weir_proxy_init(const weir_proxy_options_t *o)
@@ -750,6 +771,10 @@ static void up_close(upstream_t *u)
     if (u->stream && u->stream->up == u)
         u->stream->up = NULL;
     u->stream = NULL;
+    if (u->shadow) {
+        u->shadow->up = NULL;
+        u->shadow = NULL;
+    }
     downstream_t *partner = u->raw_down;
     u->raw_down = NULL;
     uv_close((uv_handle_t *)&u->tcp, up_close_cb);
@@ -802,7 +827,7 @@ static void up_update_reading(upstream_t *u)
 {
     if (u->closing || !u->connected)
         return;
-    bool want = u->idle;
+    bool want = u->idle || (u->shadow && !u->shadow->resp_complete);
     if (u->stream) {
         stream_t *s = u->stream;
         want = !s->resp_complete && queued(&s->down->tcp) < WEIR_PROXY_HIGH_WATERMARK;
@@ -821,6 +846,7 @@ static void up_update_reading(upstream_t *u)
 }
 
 static void relay_connected(upstream_t *u, int status);
+static void shadow_connected(upstream_t *u, int status);
 static void up_tls_failed(upstream_t *u, stream_t *s);
 static void up_flush_cipher(upstream_t *u);
 
@@ -831,6 +857,10 @@ static void up_connect_cb(uv_connect_t *req, int status)
         return;
     if (u->raw_down) {
         relay_connected(u, status);
+        return;
+    }
+    if (u->shadow) {
+        shadow_connected(u, status);
         return;
     }
     stream_t *s = u->stream;
@@ -935,6 +965,24 @@ static void reply_overflow(stream_t *s)
 
 static bool up_attach(stream_t *s, weir_endpoint_t *ep);
 
+/* How to reach ep: plain (config NULL), mesh mTLS, or the DestinationRule's TLS. Returns NULL,
+ * or why it cannot be reached. */
+static const char *tls_params(const weir_cluster_t *c, const weir_endpoint_t *ep,
+                              up_tls_params_t *tp)
+{
+    memset(tp, 0, sizeof(*tp));
+    if (ep->transport == WEIR_TRANSPORT_PLAIN)
+        return NULL;
+    bool mesh = ep->transport == WEIR_TRANSPORT_ISTIO_MUTUAL;
+    tp->config = mesh ? weir_identity_client() : c->tls_config;
+    tp->sni = c->sni;
+    tp->peer_ids = mesh ? &c->peer_ids : NULL;
+    if (tp->config == NULL)
+        return mesh ? "no mesh certificate (--certs) for ISTIO_MUTUAL"
+                    : "the DestinationRule's TLS files did not load";
+    return NULL;
+}
+
 /* A connection of the cluster closed or went idle: the oldest waiting request tries again. */
 static void wake_waiter(weir_pool_link_t *w)
 {
@@ -980,21 +1028,14 @@ static bool up_attach(stream_t *s, weir_endpoint_t *ep)
         u->idle = false;
         set_timer(s->down, TIMER_STREAM, options.stream_idle_timeout_ms);
     } else {
-        up_tls_params_t tp = {0};
-        if (ep->transport != WEIR_TRANSPORT_PLAIN) {
-            bool mesh = ep->transport == WEIR_TRANSPORT_ISTIO_MUTUAL;
-            tp.config = mesh ? weir_identity_client() : s->cluster->tls_config;
-            tp.sni = s->cluster->sni;
-            tp.peer_ids = mesh ? &s->cluster->peer_ids : NULL;
-            if (tp.config == NULL) {
-                snprintf(s->upstream_failure, sizeof(s->upstream_failure), "TLS_error:%s",
-                         mesh ? "no mesh certificate (--certs) for ISTIO_MUTUAL"
-                              : "the DestinationRule's TLS files did not load");
-                reply_upstream_failure(s, 503, "UF",
-                                       "upstream_reset_before_response_started{connection_failure}",
-                                       "connection failure, transport failure reason: TLS error");
-                return false;
-            }
+        up_tls_params_t tp;
+        const char *why = tls_params(s->cluster, ep, &tp);
+        if (why) {
+            snprintf(s->upstream_failure, sizeof(s->upstream_failure), "TLS_error:%s", why);
+            reply_upstream_failure(s, 503, "UF",
+                                   "upstream_reset_before_response_started{connection_failure}",
+                                   "connection failure, transport failure reason: TLS error");
+            return false;
         }
         if (up_open(ep->pool, s->down->kind == WEIR_LISTENER_INBOUND, &tp, &u) < 0) {
             reply_upstream_failure(s, 503, "UF",
@@ -1007,7 +1048,9 @@ static bool up_attach(stream_t *s, weir_endpoint_t *ep)
             weir_cluster_state_gauges(cs)->open_connections++;
             weir_cluster_state_counters(cs)->cx_total++;
         }
-        set_timer(s->down, TIMER_CONNECT, options.connect_timeout_ms);
+        set_timer(s->down, TIMER_CONNECT,
+                  s->cluster->connect_timeout_ms ? s->cluster->connect_timeout_ms
+                                                 : options.connect_timeout_ms);
     }
     u->stream = s;
     u->requests++;
@@ -1019,6 +1062,12 @@ static bool up_attach(stream_t *s, weir_endpoint_t *ep)
 }
 
 static void relay_up_read(upstream_t *u, ssize_t nread, const uv_buf_t *buf);
+static void shadow_read(upstream_t *u, ssize_t nread, const uv_buf_t *buf);
+static const void *up_owner(const upstream_t *u);
+static void up_dispatch_tls_failed(upstream_t *u);
+static void up_dispatch_ready(upstream_t *u);
+static void up_dispatch_plain(upstream_t *u, const char *data, size_t len);
+static void up_dispatch_eof(upstream_t *u);
 
 /* The upstream closed (or its TLS did): EOF completes a response delimited by the close;
  * anything else was cut short. */
@@ -1083,7 +1132,7 @@ static void up_tls_failed(upstream_t *u, stream_t *s)
 
 /* Ciphertext from an mTLS upstream: finish the handshake (then send the request held back
  * until now), then hand every decrypted byte to the response parser. */
-static void up_tls_input(upstream_t *u, stream_t *s, const char *data, size_t len)
+static void up_tls_input(upstream_t *u, const char *data, size_t len)
 {
     size_t off = 0;
     for (;;) {
@@ -1093,7 +1142,7 @@ static void up_tls_input(upstream_t *u, stream_t *s, const char *data, size_t le
             weir_tls_status_t st = weir_tls_handshake(u->tls);
             up_flush_cipher(u);
             if (st == WEIR_TLS_ERROR) {
-                up_tls_failed(u, s);
+                up_dispatch_tls_failed(u);
                 return;
             }
             if (st != WEIR_TLS_DONE) {
@@ -1103,25 +1152,27 @@ static void up_tls_input(upstream_t *u, stream_t *s, const char *data, size_t le
             }
             u->tls_ready = true;
             weir_upstream_pool_set_session(u->pool, weir_tls_session_save(u->tls));
-            set_timer(s->down, TIMER_STREAM, options.stream_idle_timeout_ms);
-            up_flush(s);
+            up_dispatch_ready(u);
+            if (u->closing)
+                return;
         }
         for (;;) {
             size_t n = 0;
             weir_tls_status_t st = weir_tls_read(u->tls, plain_buf, sizeof(plain_buf), &n);
             if (st == WEIR_TLS_DONE) {
-                up_plain(u, s, plain_buf, n);
-                if (u->closing || u->stream != s)
-                    return; /* the exchange ended (s may be gone): later bytes are not its */
+                const void *owner = up_owner(u);
+                up_dispatch_plain(u, plain_buf, n);
+                if (u->closing || up_owner(u) != owner)
+                    return; /* the exchange ended (its owner may be gone): later bytes are not its */
                 continue;
             }
             if (st == WEIR_TLS_WANT_INPUT)
                 break;
             up_flush_cipher(u);
-            if (st == WEIR_TLS_ERROR)
-                snprintf(s->upstream_failure, sizeof(s->upstream_failure), "TLS_error:%s",
-                         weir_tls_reason(u->tls));
-            up_eof(u, s);
+            if (st == WEIR_TLS_ERROR && u->stream)
+                snprintf(u->stream->upstream_failure, sizeof(u->stream->upstream_failure),
+                         "TLS_error:%s", weir_tls_reason(u->tls));
+            up_dispatch_eof(u);
             return;
         }
         if (off >= len || fed == 0)
@@ -1137,6 +1188,10 @@ static void up_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         return;
     if (u->raw_down) {
         relay_up_read(u, nread, buf);
+        return;
+    }
+    if (u->shadow) {
+        shadow_read(u, nread, buf);
         return;
     }
     if (u->idle) {
@@ -1165,14 +1220,21 @@ static void up_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (u->tls)
-        up_tls_input(u, s, buf->base, (size_t)nread);
+        up_tls_input(u, buf->base, (size_t)nread);
     else
         up_plain(u, s, buf->base, (size_t)nread);
 }
 
+static void shadow_count_status(shadow_t *sh, int status);
+
 static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
 {
     upstream_t *u = weir_http_parser_data(p);
+    if (u->shadow) {
+        shadow_count_status(u->shadow, h->status);
+        u->reusable = h->keep_alive;
+        return 0;
+    }
     stream_t *s = u->stream;
     downstream_t *d = s->down;
     if (s->resp_started) /* answered locally already */
@@ -1251,6 +1313,8 @@ static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
 static int up_on_body(weir_http_parser_t *p, const char *data, size_t len)
 {
     upstream_t *u = weir_http_parser_data(p);
+    if (u->shadow)
+        return 0; /* a shadow's answer is read and dropped */
     stream_t *s = u->stream;
     s->bytes_sent += len;
     if (s->out_chunked)
@@ -1263,6 +1327,8 @@ static int up_on_body(weir_http_parser_t *p, const char *data, size_t len)
 static int up_on_trailers(weir_http_parser_t *p, const weir_http_header_t *t, size_t n)
 {
     upstream_t *u = weir_http_parser_data(p);
+    if (u->shadow)
+        return 0;
     stream_t *s = u->stream;
     if (s->out_chunked) {
         append_trailers(&s->down->out, t, n);
@@ -1274,6 +1340,10 @@ static int up_on_trailers(weir_http_parser_t *p, const weir_http_header_t *t, si
 static int up_on_complete(weir_http_parser_t *p)
 {
     upstream_t *u = weir_http_parser_data(p);
+    if (u->shadow) {
+        u->shadow->resp_complete = true;
+        return 0;
+    }
     stream_t *s = u->stream;
     if (s->out_chunked && !s->resp_trailers_sent)
         weir_buf_append(&s->down->out, "0\r\n\r\n", 5);
@@ -1283,8 +1353,11 @@ static int up_on_complete(weir_http_parser_t *p)
 
 /* ------------------------------------------------------------------ streams */
 
+static void mirror_detach(stream_t *s);
+
 static void stream_free(stream_t *s)
 {
+    mirror_detach(s);
     if (s->endpoint && s->endpoint_active)
         s->endpoint->active_requests--;
     weir_cluster_state_t *cs = s->cluster ? s->cluster->state : NULL;
@@ -1396,11 +1469,40 @@ static void append_xfcc(weir_buf_t *o, const weir_http_head_t *h, const downstre
     weir_buf_append(o, "\r\n", 2);
 }
 
+static void build_head_into(stream_t *s, const weir_route_t *route, weir_buf_t *o, bool shadow);
+
 /* Writes the request head for the upstream into s->up_pending. */
 static void build_upstream_head(stream_t *s, const weir_route_t *route)
 {
+    build_head_into(s, route, &s->up_pending, false);
+}
+
+/* Writes "host: <authority>", with Envoy's "-shadow" before any port for a mirror. */
+static void append_host(weir_buf_t *o, const char *name, size_t nlen, const char *value,
+                        size_t vlen, bool shadow)
+{
+    if (!shadow || !options.shadow_host_suffix) {
+        append_header(o, name, nlen, value, vlen);
+        return;
+    }
+    const char *colon = vlen && value[0] != '[' ? memchr(value, ':', vlen) : NULL;
+    if (vlen && value[0] == '[') { /* [v6]:port */
+        const char *bracket = memchr(value, ']', vlen);
+        if (bracket && (size_t)(bracket - value) + 1 < vlen && bracket[1] == ':')
+            colon = bracket + 1;
+    }
+    size_t host_len = colon ? (size_t)(colon - value) : vlen;
+    weir_buf_append(o, name, nlen);
+    weir_buf_append(o, ": ", 2);
+    weir_buf_append(o, value, host_len);
+    weir_buf_append_str(o, "-shadow");
+    weir_buf_append(o, value + host_len, vlen - host_len);
+    weir_buf_append(o, "\r\n", 2);
+}
+
+static void build_head_into(stream_t *s, const weir_route_t *route, weir_buf_t *o, bool shadow)
+{
     const weir_http_head_t *h = s->req;
-    weir_buf_t *o = &s->up_pending;
     weir_buf_t path = WEIR_BUF_INIT;
     bool rewritten = route && weir_route_rewrite_path(route, h->target, h->target_len, &path);
     weir_buf_append(o, h->method, h->method_len);
@@ -1430,9 +1532,9 @@ static void build_upstream_head(stream_t *s, const weir_route_t *route)
             continue;
         if ((int)i == h->host_index) {
             if (new_authority)
-                append_header(o, "host", 4, new_authority, strlen(new_authority));
+                append_host(o, "host", 4, new_authority, strlen(new_authority), shadow);
             else
-                append_header(o, f->name, f->name_len, f->value, f->value_len);
+                append_host(o, f->name, f->name_len, f->value, f->value_len, shadow);
             host_written = true;
             continue;
         }
@@ -1440,7 +1542,7 @@ static void build_upstream_head(stream_t *s, const weir_route_t *route)
     }
     if (!host_written) { /* HTTP/1.0 without Host: name the service, as Envoy does */
         const char *host = new_authority ? new_authority : s->cluster->host;
-        append_header(o, "host", 4, host, strlen(host));
+        append_host(o, "host", 4, host, strlen(host), shadow);
     }
     if (s->xff.len)
         append_header(o, "x-forwarded-for", 15, s->xff.base, s->xff.len);
@@ -1564,6 +1666,7 @@ static void forward_to(stream_t *s, adhoc_target_t *t)
 
 static void abort_or_forward(stream_t *s);
 static void start_deadlines(stream_t *s);
+static void mirror_start(stream_t *s);
 
 /* A fault's percentage as Envoy rolls it: a draw in [0, 1e6) against value x 10^4. */
 static bool fault_hits(const weir_percent_t *p)
@@ -1692,6 +1795,7 @@ static void abort_or_forward(stream_t *s)
         return;
     }
     weir_retry_init(&s->retry, &route->retry_policy);
+    mirror_start(s);
     start_attempt(s);
 }
 
@@ -1769,8 +1873,12 @@ static int down_on_head(weir_http_parser_t *p, weir_http_head_t *h)
  * without a copy and its request is not retried. */
 #define REPLAY_MAX (1024 * 1024)
 
+static void mirror_body(stream_t *s, const char *framed, size_t len);
+
 static void keep_for_replay(stream_t *s, const char *framed, size_t len)
 {
+    if (s->shadows)
+        mirror_body(s, framed, len);
     if (s->replay_overflow || s->route == NULL || s->route->retry_policy.num_retries == 0)
         return;
     if (s->replay.len + len > REPLAY_MAX) {
@@ -1819,6 +1927,8 @@ static int down_on_complete(weir_http_parser_t *p)
         keep_for_replay(s, "0\r\n\r\n", 5);
     }
     s->req_complete = true;
+    for (shadow_t *sh = s->shadows; sh; sh = sh->next)
+        sh->req_complete = true;
     start_deadlines(s);
     return 0;
 }
@@ -2265,6 +2375,298 @@ static void on_connection(uv_stream_t *server, int status)
     if (d->timer_mode != TIMER_HANDSHAKE)
         set_timer(d, TIMER_IDLE, options.idle_timeout_ms);
     down_update_reading(d);
+}
+
+/* ------------------------------------------------------------------ mirrors (shadows) */
+
+/* A shadow may hold back this much of the request (unsent, or queued in its socket) before
+ * it is abandoned: the primary never waits for it, and memory stays bounded. */
+#define SHADOW_MAX_BACKLOG (1024 * 1024) /* Envoy's default per-connection buffer limit */
+#define SHADOW_BURST_BACKLOG (4 * 1024 * 1024)
+#define SHADOW_BURSTS 8 /* shadows allowed past SHADOW_MAX_BACKLOG at once */
+#define SHADOWS_MAX_IN_FLIGHT 1024
+
+typedef enum { SHADOW_DONE, SHADOW_FAILED, SHADOW_ABANDONED } shadow_end_t;
+
+static size_t shadows_in_flight, shadows_bursting;
+
+static const void *up_owner(const upstream_t *u)
+{
+    return u->shadow ? (const void *)u->shadow : (const void *)u->stream;
+}
+
+static weir_cluster_counters_t *shadow_counters(const shadow_t *sh)
+{
+    return sh->cluster->state ? weir_cluster_state_counters(sh->cluster->state) : NULL;
+}
+
+static void shadow_freed(uv_handle_t *h)
+{
+    shadow_t *sh = h->data;
+    weir_buf_free(&sh->pending);
+    weir_snapshot_unref(sh->snap);
+    free(sh);
+}
+
+/* The shadow's exchange is over: its connection goes back to the pool when it finished
+ * cleanly, and it leaves its primary's list. */
+static void shadow_finish(shadow_t *sh, shadow_end_t end)
+{
+    if (sh->finished)
+        return;
+    sh->finished = true;
+    shadows_in_flight--;
+    if (sh->burst)
+        shadows_bursting--;
+    if (end != SHADOW_DONE)
+        weir_log_debug("shadow to %s %s", sh->ep->host_port,
+                       end == SHADOW_FAILED ? "failed" : "abandoned: it fell behind");
+    weir_cluster_counters_t *cnt = shadow_counters(sh);
+    if (cnt && end == SHADOW_FAILED)
+        cnt->shadow_rq_failed++;
+    if (cnt && end == SHADOW_ABANDONED)
+        cnt->shadow_abandoned++;
+    upstream_t *u = sh->up;
+    if (u) {
+        sh->up = NULL;
+        u->shadow = NULL;
+        if (end == SHADOW_DONE && sh->req_complete && u->reusable && u->tls_ready && !u->closing) {
+            u->reusable = false;
+            weir_http_parser_resume(u->parser);
+            u->idle = true;
+            weir_upstream_pool_put_idle(u->pool, &u->link);
+            up_update_reading(u);
+        } else {
+            up_close(u);
+        }
+    }
+    if (sh->primary) {
+        for (shadow_t **pp = &sh->primary->shadows; *pp; pp = &(*pp)->next) {
+            if (*pp == sh) {
+                *pp = sh->next;
+                break;
+            }
+        }
+        sh->primary = NULL;
+    }
+    uv_timer_stop(&sh->timer);
+    uv_close((uv_handle_t *)&sh->timer, shadow_freed);
+}
+
+static void shadow_count_status(shadow_t *sh, int status)
+{
+    weir_cluster_counters_t *cnt = shadow_counters(sh);
+    if (cnt == NULL)
+        return;
+    if (status < 300)
+        cnt->shadow_rq_2xx++;
+    else if (status < 400)
+        cnt->shadow_rq_3xx++;
+    else if (status < 500)
+        cnt->shadow_rq_4xx++;
+    else
+        cnt->shadow_rq_5xx++;
+}
+
+static void shadow_flush(shadow_t *sh)
+{
+    upstream_t *u = sh->up;
+    if (u == NULL || !u->tls_ready || u->closing || sh->pending.len == 0)
+        return;
+    if (send_on((uv_stream_t *)&u->tcp, u->tls, &sh->pending, up_write_done) < 0)
+        shadow_finish(sh, SHADOW_FAILED);
+}
+
+static void shadow_deadline(uv_timer_t *t)
+{
+    shadow_finish(t->data, SHADOW_FAILED);
+}
+
+/* Starts the copies the route's mirrors ask for (each with its own percentage roll), head as
+ * forwarded but for the -shadow Host, plus any body that already waited. */
+static void mirror_start(stream_t *s)
+{
+    const weir_route_t *r = s->route;
+    for (size_t i = 0; i < r->n_mirrors; i++) {
+        weir_cluster_t *c = r->mirror_clusters[i];
+        double pct = r->rule->mirrors[i].percent;
+        if (c == NULL || c->service == NULL ||
+            (double)(weir_random_u32() % 1000000u) >= pct * 10000.0)
+            continue;
+        weir_cluster_counters_t *cnt = c->state ? weir_cluster_state_counters(c->state) : NULL;
+        weir_endpoint_t *ep = weir_cluster_pick(c, NULL, 0, weir_random_u32(), weir_random_u32());
+        up_tls_params_t tp;
+        if (ep == NULL || tls_params(c, ep, &tp) != NULL || shadows_in_flight >= SHADOWS_MAX_IN_FLIGHT) {
+            if (cnt)
+                cnt->shadow_rq_failed++;
+            continue;
+        }
+        shadow_t *sh = weir_mem_calloc(1, sizeof(*sh));
+        sh->snap = weir_snapshot_ref(s->snap);
+        sh->cluster = c;
+        sh->ep = ep;
+        sh->primary = s;
+        sh->req_complete = s->req_complete;
+        build_head_into(s, r, &sh->pending, true);
+        weir_buf_append(&sh->pending, s->up_pending.base, s->up_pending.len);
+        uv_timer_init(weir_loop(), &sh->timer);
+        sh->timer.data = sh;
+        uint64_t limit = r->rule->timeout_ms > 0 ? (uint64_t)r->rule->timeout_ms
+                                                 : options.stream_idle_timeout_ms;
+        uv_timer_start(&sh->timer, shadow_deadline, limit, 0);
+        shadows_in_flight++;
+        if (cnt)
+            cnt->shadow_rq_total++;
+        sh->next = s->shadows;
+        s->shadows = sh;
+        weir_pool_link_t *l = weir_upstream_pool_take_idle(ep->pool);
+        upstream_t *u;
+        if (l) {
+            u = container_of(l, upstream_t, link);
+            u->idle = false;
+        } else if (up_open(ep->pool, false, &tp, &u) < 0) {
+            shadow_finish(sh, SHADOW_FAILED);
+            continue;
+        } else if (c->state) {
+            u->cstate = weir_cluster_state_ref(c->state);
+            weir_cluster_state_gauges(c->state)->open_connections++;
+        }
+        u->shadow = sh;
+        u->requests++;
+        sh->up = u;
+        weir_http_parser_expect_head_response(u->parser, s->head_request);
+        up_update_reading(u);
+        shadow_flush(sh);
+    }
+}
+
+/* More of the request, framed as forwarded: each shadow gets it, or is abandoned when it has
+ * fallen too far behind. */
+static void mirror_body(stream_t *s, const char *framed, size_t len)
+{
+    for (shadow_t *sh = s->shadows, *next; sh; sh = next) {
+        next = sh->next;
+        upstream_t *u = sh->up;
+        size_t backlog = sh->pending.len + (u && u->connected ? queued(&u->tcp) : 0);
+        /* a shadow connection just back from idle is in TCP slow start and lags for a
+         * moment: a few shadows at a time may run further behind before they are dropped */
+        if (u && backlog + len > SHADOW_MAX_BACKLOG && !sh->burst && shadows_bursting < SHADOW_BURSTS) {
+            sh->burst = true;
+            shadows_bursting++;
+        }
+        size_t limit = sh->burst ? SHADOW_BURST_BACKLOG : SHADOW_MAX_BACKLOG;
+        if (u == NULL || backlog + len > limit) {
+            shadow_finish(sh, u ? SHADOW_ABANDONED : SHADOW_FAILED);
+            continue;
+        }
+        weir_buf_append(&sh->pending, framed, len);
+        shadow_flush(sh);
+    }
+}
+
+/* The primary is done: shadows whose request is whole carry on alone; the others can never
+ * be completed and are abandoned. */
+static void mirror_detach(stream_t *s)
+{
+    for (shadow_t *sh = s->shadows, *next; sh; sh = next) {
+        next = sh->next;
+        sh->primary = NULL;
+        if (!sh->req_complete)
+            shadow_finish(sh, SHADOW_ABANDONED);
+    }
+    s->shadows = NULL;
+}
+
+static void shadow_connected(upstream_t *u, int status)
+{
+    shadow_t *sh = u->shadow;
+    if (status < 0) {
+        shadow_finish(sh, SHADOW_FAILED);
+        return;
+    }
+    u->connected = true;
+    uv_tcp_nodelay(&u->tcp, 1);
+    up_update_reading(u);
+    if (u->tls) {
+        if (weir_tls_handshake(u->tls) == WEIR_TLS_ERROR) {
+            shadow_finish(sh, SHADOW_FAILED);
+            return;
+        }
+        up_flush_cipher(u);
+        return;
+    }
+    u->tls_ready = true;
+    shadow_flush(sh);
+}
+
+static void shadow_plain(upstream_t *u, const char *data, size_t len)
+{
+    shadow_t *sh = u->shadow;
+    size_t used = 0;
+    weir_http_result_t r = weir_http_parser_execute(u->parser, data, len, &used);
+    if (r == WEIR_HTTP_ERROR) {
+        shadow_finish(sh, SHADOW_FAILED);
+        return;
+    }
+    if (r == WEIR_HTTP_PAUSED && used != len)
+        u->reusable = false;
+    if (sh->resp_complete)
+        shadow_finish(sh, SHADOW_DONE);
+}
+
+static void shadow_eof(upstream_t *u)
+{
+    shadow_t *sh = u->shadow;
+    weir_http_parser_finish(u->parser); /* completes an answer delimited by the close */
+    u->reusable = false;
+    shadow_finish(sh, sh->resp_complete ? SHADOW_DONE : SHADOW_FAILED);
+}
+
+static void shadow_read(upstream_t *u, ssize_t nread, const uv_buf_t *buf)
+{
+    if (nread < 0) {
+        shadow_eof(u);
+        return;
+    }
+    if (u->tls)
+        up_tls_input(u, buf->base, (size_t)nread);
+    else
+        shadow_plain(u, buf->base, (size_t)nread);
+}
+
+/* The upstream's owner, a request or a shadow, decides what its events mean. */
+static void up_dispatch_tls_failed(upstream_t *u)
+{
+    if (u->shadow)
+        shadow_finish(u->shadow, SHADOW_FAILED);
+    else if (u->stream)
+        up_tls_failed(u, u->stream);
+}
+
+static void up_dispatch_ready(upstream_t *u)
+{
+    if (u->shadow) {
+        shadow_flush(u->shadow);
+    } else if (u->stream) {
+        set_timer(u->stream->down, TIMER_STREAM, options.stream_idle_timeout_ms);
+        up_flush(u->stream);
+    }
+}
+
+static void up_dispatch_plain(upstream_t *u, const char *data, size_t len)
+{
+    if (u->shadow)
+        shadow_plain(u, data, len);
+    else if (u->stream)
+        up_plain(u, u->stream, data, len);
+}
+
+static void up_dispatch_eof(upstream_t *u)
+{
+    if (u->shadow)
+        shadow_eof(u);
+    else if (u->stream)
+        up_eof(u, u->stream);
 }
 
 /* ------------------------------------------------------------------ plain TCP relay */

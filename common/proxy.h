@@ -42,9 +42,13 @@ typedef struct {
     /* Where inbound connections to the app come from, so iptables does not capture them
      * again (Istio's 127.0.0.6). */
     const char *inbound_source_address;
+    /* Mirrored requests carry "<authority>-shadow" as their Host, as Envoy (and Istio up to
+     * 1.27) do, so a shadow's requests can be told apart; false keeps the Host (Istio 1.28+). */
+    bool shadow_host_suffix;
 } weir_proxy_options_t;
 
-/* Defaults as Envoy under Istio: idle 1 h, stream idle 5 min, connect 10 s; headers 60 s. */
+/* Defaults as Envoy under Istio: idle 1 h, stream idle 5 min, connect 10 s; headers 60 s;
+ * the -shadow suffix on. */
 void weir_proxy_options_default(weir_proxy_options_t *o);
 
 /* Sets the options every listener uses. Call before the first listen. */

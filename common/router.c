@@ -246,6 +246,15 @@ static void emit_route(builder_t *b, weir_vhost_t *vh, vhost_state_t *st,
         return;
 
     const weir_router_scope_t *scope = b->scope;
+    if (rule->n_mirrors && scope->lookup != NULL) {
+        r->n_mirrors = rule->n_mirrors;
+        r->mirror_clusters = weir_mem_calloc(rule->n_mirrors, sizeof(*r->mirror_clusters));
+        for (size_t i = 0; i < rule->n_mirrors; i++) {
+            const weir_destination_t *md = &rule->mirrors[i].destination;
+            r->mirror_clusters[i] =
+                scope->lookup(scope->lookup_ctx, md->host, md->subset, destination_port(b, md));
+        }
+    }
     r->n_clusters = rule->n_route;
     r->clusters = weir_mem_calloc(rule->n_route, sizeof(*r->clusters));
     r->cumulative_weight = weir_mem_calloc(rule->n_route, sizeof(*r->cumulative_weight));
@@ -524,6 +533,7 @@ void weir_router_free(weir_route_table_t *t)
             continue;
         for (size_t j = 0; j < vh->n_routes; j++) {
             free(vh->routes[j].clusters);
+            free(vh->routes[j].mirror_clusters);
             free(vh->routes[j].cumulative_weight);
             free(vh->routes[j].name);
         }

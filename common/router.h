@@ -40,6 +40,9 @@ typedef struct weir_route {
     /* The rule's `retries` compiled for common/retry, or Istio's default policy when the rule
      * has none (S4). */
     weir_retry_policy_t retry_policy;
+    /* ROUTE action: mirror_clusters[i] receives rule->mirrors[i]'s copies. */
+    weir_cluster_t **mirror_clusters;
+    size_t n_mirrors;
 } weir_route_t;
 
 typedef struct {

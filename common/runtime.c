@@ -62,6 +62,7 @@ int weir_runtime_start(const weir_cli_t *cli, weir_proxy_options_t *opts)
     opts->stream_idle_timeout_ms =
         seconds_to_ms(cli->stream_idle_timeout_s, opts->stream_idle_timeout_ms);
     opts->connect_timeout_ms = seconds_to_ms(cli->connect_timeout_s, opts->connect_timeout_ms);
+    opts->shadow_host_suffix = !cli->no_shadow_host_suffix;
     weir_proxy_init(opts);
     signal(SIGPIPE, SIG_IGN); /* a peer that goes away is an error code, not a death */
     return 0;

@@ -116,6 +116,7 @@ static void bind_state(weir_snapshot_t *s, weir_cluster_t *c)
         if (p->max_retries)
             l.max_retries = p->max_retries;
         l.max_requests_per_connection = p->max_requests_per_connection;
+        c->connect_timeout_ms = p->connect_timeout_ms > 0 ? (uint64_t)p->connect_timeout_ms : 0;
     }
     weir_cluster_state_set_limits(c->state, &l);
     if (policy == NULL || !policy->has_outlier_detection || c->n_endpoints == 0) {

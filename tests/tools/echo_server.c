@@ -1,6 +1,7 @@
 /* tests/tools/echo_server.c: the backend that end-to-end tests put behind weir.
  *
  *   echo_server --listen IP:PORT [--listen IP:PORT ...] --name NAME [--log FILE]
+ *               [--fail-all STATUS | --hang-all | --delay-all MS]
  *
  * One process, one libuv loop, HTTP/1.1 through weir's own codec (common/http_codec.h), with
  * keep-alive and pipelining (responses go out in request order). Bodies are streamed both
@@ -13,11 +14,30 @@
  *   /delay/MS     the default answer, MS milliseconds after the request is read
  *   /reset        the connection is reset (SO_LINGER 0), no answer
  *   /close        the default answer with Connection: close, then close
- *   anything else 200 text/plain: name, method, path, host, each header, then the body's
- *                 length and SHA-256, once the whole request is read
+ *   /flaky/KEY/N  the first N requests with that KEY (per process) answer 503 (or ?code=NNN,
+ *                 200..599) with body "status=NNN name=NAME flaky=KEY served=I attempt=A",
+ *                 after ?delay=MS if given, later ones the default answer at once; A is the
+ *                 request's x-envoy-attempt-count (e.g. /flaky/k/1?code=200&delay=3000: the
+ *                 first request is slow, the next ones fast)
+ *   anything else 200 text/plain: name, method, path, host, each header (x-envoy-attempt-count
+ *                 among them), then the body's length and SHA-256, once the whole request is read
+ *
+ * The whole server can be told to misbehave, for every request except /admin/...: at start with
+ * --fail-all STATUS (answer STATUS, body "status=NNN name=NAME"), --hang-all (read the request,
+ * never answer, keep the connection) or --delay-all MS (the default answer MS ms late), and at
+ * run time with
+ *   /admin/fail?status=NNN   /admin/hang   /admin/delay?ms=MS   /admin/ok (back to normal)
+ *   /admin/count             "count=N" requests (not /admin/...) read in full since start/reset
+ *   /admin/reset             count and /flaky counters back to zero
+ * each answered 200 "mode=... count=N name=NAME".
  * A malformed request gets the codec's status (400, or 414/431/501) and a close.
- * --log FILE appends `METHOD PATH host=HOST x-request-id=ID body_bytes=N` per request.
- * On start it prints `listening NAME IP:PORT` per listener (port 0 picks a free port). */
+ * --log FILE appends, per request read in full,
+ *   `METHOD PATH host=HOST x-request-id=ID body_bytes=N attempt=A body_sha256=HEX t_ms=T conn_req=K`
+ * (A: x-envoy-attempt-count or -, T: wall clock in ms since the epoch, K: 1 for the first
+ * request on its connection, 2 for the next...); /admin/... is not logged.
+ * On start it prints `listening NAME IP:PORT` per listener (port 0 picks a free port).
+ * Memory stays bounded: bodies are streamed, /flaky keeps at most FLAKY_SLOTS keys (the oldest
+ * is forgotten first). */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -26,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include <mbedtls/sha256.h>
 #include <uv.h>
@@ -40,6 +61,16 @@
 #define BYTES_PIECE (64 * 1024) /* /bytes writes at most this much at a time */
 #define LINGER_MS 2000          /* after our FIN, drain the peer this long before closing */
 #define MAX_DELAY_MS (3600 * 1000)
+#define FLAKY_SLOTS 1024
+#define FLAKY_KEY_MAX 64
+
+typedef enum { MODE_OK, MODE_FAIL, MODE_HANG, MODE_DELAY } srv_mode_t;
+
+typedef struct {
+    char key[FLAKY_KEY_MAX + 1];
+    uint64_t served;
+    bool used;
+} flaky_slot_t;
 
 typedef struct server server_t;
 
@@ -58,9 +89,27 @@ struct server {
     uv_signal_t sigterm, sigint;
     struct conn *conns; /* every open connection, to close them on exit */
     bool stopping;
+    /* misbehaviour for every request but /admin/... */
+    srv_mode_t mode;
+    int fail_status;
+    uint64_t mode_delay_ms;
+    uint64_t count; /* requests (not /admin/...) read in full */
+    flaky_slot_t flaky[FLAKY_SLOTS];
+    size_t flaky_next; /* the slot a new key takes when none is free: the oldest */
 };
 
-typedef enum { R_DEFAULT, R_ECHO, R_BYTES, R_STATUS, R_DELAY, R_RESET, R_CLOSE } route_t;
+typedef enum {
+    R_DEFAULT,
+    R_ECHO,
+    R_BYTES,
+    R_STATUS,
+    R_DELAY,
+    R_RESET,
+    R_CLOSE,
+    R_FLAKY, /* status set: fail with it; 0: the default answer */
+    R_HANG,
+    R_ADMIN
+} route_t;
 
 typedef struct conn {
     uv_tcp_t tcp;
@@ -78,6 +127,7 @@ typedef struct conn {
     bool closing;  /* uv_close called */
     bool shutting; /* our FIN is queued: drain and discard what the peer still sends */
     bool waiting;  /* the parser paused on a request whose response is not finished */
+    uint64_t n_requests; /* requests begun on this connection, this one included */
 
     /* the request in progress */
     const weir_http_head_t *head;
@@ -88,7 +138,9 @@ typedef struct conn {
     bool resp_done;
     uint64_t body_bytes;
     mbedtls_sha256_context sha;
+    unsigned char digest[32]; /* of the body, once the request is read */
     int status;
+    char text[192];           /* R_FLAKY (failing) and R_ADMIN: the answer's body */
     uint64_t delay_ms;
     uint64_t bytes_total, bytes_sent;
 } conn_t;
@@ -147,6 +199,121 @@ static bool path_has_prefix(const char *path, size_t len, const char *prefix, co
         return false;
     *rest = path + n;
     *rest_len = len - n;
+    return true;
+}
+
+/* The value of query parameter `name` in target[0..len) (after its '?'), or NULL. */
+static const char *query_param(const char *target, size_t len, const char *name, size_t *vlen)
+{
+    const char *q = memchr(target, '?', len);
+    if (q == NULL)
+        return NULL;
+    const char *end = target + len;
+    size_t nlen = strlen(name);
+    for (const char *p = q + 1; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
+            *vlen = (size_t)(stop - p - (ptrdiff_t)nlen - 1);
+            return p + nlen + 1;
+        }
+        p = stop + 1;
+    }
+    return NULL;
+}
+
+static bool query_u64(const char *target, size_t len, const char *name, uint64_t min,
+                      uint64_t max, uint64_t *out)
+{
+    size_t vlen;
+    const char *v = query_param(target, len, name, &vlen);
+    return v != NULL && parse_u64(v, vlen, min, max, out);
+}
+
+static uint64_t now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+/* The /flaky counter of a key: how many requests with it came before this one. */
+static uint64_t flaky_take(server_t *srv, const char *key, size_t len)
+{
+    flaky_slot_t *free_slot = NULL;
+    for (size_t i = 0; i < FLAKY_SLOTS; i++) {
+        flaky_slot_t *f = &srv->flaky[i];
+        if (!f->used) {
+            if (free_slot == NULL)
+                free_slot = f;
+            continue;
+        }
+        if (strlen(f->key) == len && memcmp(f->key, key, len) == 0)
+            return f->served++;
+    }
+    if (free_slot == NULL) { /* full: forget the oldest key */
+        free_slot = &srv->flaky[srv->flaky_next];
+        srv->flaky_next = (srv->flaky_next + 1) % FLAKY_SLOTS;
+    }
+    memcpy(free_slot->key, key, len);
+    free_slot->key[len] = '\0';
+    free_slot->used = true;
+    free_slot->served = 1;
+    return 0;
+}
+
+static const char *mode_name(const server_t *srv)
+{
+    switch (srv->mode) {
+    case MODE_FAIL:
+        return "fail";
+    case MODE_HANG:
+        return "hang";
+    case MODE_DELAY:
+        return "delay";
+    default:
+        return "ok";
+    }
+}
+
+/* /admin/...: changes the server's mode; false for an unknown command. */
+static bool admin_command(conn_t *c, const char *cmd, size_t len, const char *target,
+                          size_t target_len)
+{
+    server_t *srv = c->srv;
+    uint64_t v;
+#define IS(lit) (len == sizeof(lit) - 1 && memcmp(cmd, lit, len) == 0)
+    if (IS("fail")) {
+        if (!query_u64(target, target_len, "status", 200, 599, &v))
+            v = 500;
+        srv->mode = MODE_FAIL;
+        srv->fail_status = (int)v;
+    } else if (IS("hang")) {
+        srv->mode = MODE_HANG;
+    } else if (IS("delay")) {
+        if (!query_u64(target, target_len, "ms", 0, MAX_DELAY_MS, &v))
+            return false;
+        srv->mode = MODE_DELAY;
+        srv->mode_delay_ms = v;
+    } else if (IS("ok")) {
+        srv->mode = MODE_OK;
+    } else if (IS("reset")) {
+        srv->count = 0;
+        memset(srv->flaky, 0, sizeof(srv->flaky));
+        srv->flaky_next = 0;
+    } else if (!IS("count")) {
+        return false;
+    }
+#undef IS
+    if (srv->mode == MODE_FAIL)
+        snprintf(c->text, sizeof(c->text), "mode=fail status=%d count=%" PRIu64 " name=%s\n",
+                 srv->fail_status, srv->count, srv->name);
+    else if (srv->mode == MODE_DELAY)
+        snprintf(c->text, sizeof(c->text), "mode=delay ms=%" PRIu64 " count=%" PRIu64 " name=%s\n",
+                 srv->mode_delay_ms, srv->count, srv->name);
+    else
+        snprintf(c->text, sizeof(c->text), "mode=%s count=%" PRIu64 " name=%s\n", mode_name(srv),
+                 srv->count, srv->name);
     return true;
 }
 
@@ -317,11 +484,9 @@ static void send_default(conn_t *c)
         weir_buf_appendf(&body, "header=%.*s: %.*s\n", (int)f->name_len, f->name, (int)f->value_len,
                          f->value);
     }
-    unsigned char digest[32];
-    mbedtls_sha256_finish_ret(&c->sha, digest);
     weir_buf_appendf(&body, "body_bytes=%" PRIu64 "\nbody_sha256=", c->body_bytes);
     for (int i = 0; i < 32; i++)
-        weir_buf_appendf(&body, "%02x", digest[i]);
+        weir_buf_appendf(&body, "%02x", c->digest[i]);
     weir_buf_append_str(&body, "\n");
     send_with_body(c, 200, "text/plain", &body);
     weir_buf_free(&body);
@@ -352,10 +517,21 @@ static void pump_bytes(conn_t *c)
 
 static void finish_response(conn_t *c);
 
+static void send_text(conn_t *c, int status)
+{
+    weir_buf_t body = WEIR_BUF_INIT;
+    weir_buf_append_str(&body, c->text);
+    send_with_body(c, status, "text/plain", &body);
+    weir_buf_free(&body);
+}
+
 static void on_delay(uv_timer_t *t)
 {
     conn_t *c = t->data;
-    send_default(c);
+    if (c->route == R_FLAKY)
+        send_text(c, c->status); /* a failing /flaky with ?delay= */
+    else
+        send_default(c);
     c->resp_done = true;
     finish_response(c);
 }
@@ -366,6 +542,7 @@ static int on_head(weir_http_parser_t *p, weir_http_head_t *h)
 {
     conn_t *c = weir_http_parser_data(p);
     c->head = h;
+    c->n_requests++;
     c->is_head = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
     c->keep_alive = h->keep_alive;
     c->body_bytes = 0;
@@ -400,6 +577,59 @@ static int on_head(weir_http_parser_t *p, weir_http_head_t *h)
     } else if (plen == 6 && memcmp(h->target, "/close", 6) == 0) {
         c->route = R_CLOSE;
         c->keep_alive = false;
+    } else if (path_has_prefix(h->target, plen, "/flaky/", &rest, &rlen)) {
+        /* /flaky/KEY/N: decided now, so pipelined requests count in order */
+        const char *slash = rlen > 0 ? memchr(rest, '/', rlen) : NULL;
+        uint64_t n, code = 503;
+        size_t klen = slash ? (size_t)(slash - rest) : 0, vlen;
+        bool has_code = query_param(h->target, h->target_len, "code", &vlen) != NULL;
+        bool has_delay = query_param(h->target, h->target_len, "delay", &vlen) != NULL;
+        c->delay_ms = 0;
+        if (slash == NULL || klen == 0 || klen > FLAKY_KEY_MAX ||
+            !parse_u64(slash + 1, rlen - klen - 1, 0, 1000000, &n) ||
+            (has_code && !query_u64(h->target, h->target_len, "code", 200, 599, &code)) ||
+            (has_delay &&
+             !query_u64(h->target, h->target_len, "delay", 0, MAX_DELAY_MS, &c->delay_ms))) {
+            c->route = R_STATUS, c->status = 400;
+        } else {
+            uint64_t before = flaky_take(c->srv, rest, klen);
+            const weir_http_header_t *att = weir_http_head_find(h, "x-envoy-attempt-count");
+            c->route = R_FLAKY;
+            c->status = before < n ? (int)code : 0;
+            snprintf(c->text, sizeof(c->text),
+                     "status=%d name=%s flaky=%.*s served=%" PRIu64 " attempt=%.*s\n",
+                     (int)code, c->srv->name, (int)klen, rest, before + 1,
+                     att ? (int)(att->value_len > 16 ? 16 : att->value_len) : 1,
+                     att ? att->value : "-");
+        }
+    } else if (path_has_prefix(h->target, plen, "/admin/", &rest, &rlen)) {
+        c->route = R_ADMIN;
+        if (!admin_command(c, rest, rlen, h->target, h->target_len))
+            snprintf(c->text, sizeof(c->text), "unknown admin command\n"), c->status = 404;
+        else
+            c->status = 200;
+    }
+
+    /* The server-wide misbehaviour replaces every route but /admin/. */
+    if (c->route != R_ADMIN) {
+        switch (c->srv->mode) {
+        case MODE_FAIL:
+            c->route = R_STATUS;
+            c->status = c->srv->fail_status;
+            c->keep_alive = h->keep_alive;
+            break;
+        case MODE_HANG:
+            c->route = R_HANG;
+            c->keep_alive = h->keep_alive;
+            break;
+        case MODE_DELAY:
+            c->route = R_DELAY;
+            c->delay_ms = c->srv->mode_delay_ms;
+            c->keep_alive = h->keep_alive;
+            break;
+        case MODE_OK:
+            break;
+        }
     }
 
     if (h->expect_continue && h->has_body && h->version_minor == 1 && c->route != R_RESET)
@@ -450,18 +680,46 @@ static void log_request(conn_t *c)
     const weir_http_head_t *h = c->head;
     const weir_http_header_t *host = h->host_index >= 0 ? &h->headers[h->host_index] : NULL;
     const weir_http_header_t *rid = weir_http_head_find(h, "x-request-id");
-    fprintf(f, "%.*s %.*s host=%.*s x-request-id=%.*s body_bytes=%" PRIu64 "\n", (int)h->method_len,
-            h->method, (int)h->target_len, h->target, host ? (int)host->value_len : 1,
-            host ? host->value : "-", rid ? (int)rid->value_len : 1, rid ? rid->value : "-",
-            c->body_bytes);
+    const weir_http_header_t *att = weir_http_head_find(h, "x-envoy-attempt-count");
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", c->digest[i]);
+    fprintf(f,
+            "%.*s %.*s host=%.*s x-request-id=%.*s body_bytes=%" PRIu64
+            " attempt=%.*s body_sha256=%s t_ms=%" PRIu64 " conn_req=%" PRIu64 "\n",
+            (int)h->method_len, h->method, (int)h->target_len, h->target,
+            host ? (int)host->value_len : 1, host ? host->value : "-",
+            rid ? (int)rid->value_len : 1, rid ? rid->value : "-", c->body_bytes,
+            att ? (int)att->value_len : 1, att ? att->value : "-", hex, now_ms(), c->n_requests);
     fflush(f);
 }
 
 static int on_complete(weir_http_parser_t *p)
 {
     conn_t *c = weir_http_parser_data(p);
-    log_request(c);
+    mbedtls_sha256_finish_ret(&c->sha, c->digest);
+    if (c->route != R_ADMIN) {
+        c->srv->count++;
+        log_request(c);
+    }
     switch (c->route) {
+    case R_ADMIN:
+        send_text(c, c->status);
+        c->resp_done = true;
+        break;
+    case R_FLAKY:
+        if (c->status != 0 && c->delay_ms > 0) {
+            uv_timer_start(&c->timer, on_delay, c->delay_ms, 0);
+            break;
+        }
+        if (c->status == 0)
+            send_default(c);
+        else
+            send_text(c, c->status);
+        c->resp_done = true;
+        break;
+    case R_HANG:
+        break; /* never answered: the connection waits until the peer or a signal closes it */
     case R_DEFAULT:
     case R_CLOSE:
         send_default(c);
@@ -631,7 +889,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->read_eof = true;
         c->reading = false;
         uv_read_stop(s);
-        if (c->shutting) {
+        if (c->shutting || (c->waiting && c->route == R_HANG)) {
+            /* lingering done, or the peer gave up on a request that is never answered */
             conn_close(c, false);
             return;
         }
@@ -755,7 +1014,7 @@ static void add_listener(server_t *srv, const char *spec)
 static void usage(void)
 {
     fprintf(stderr, "usage: echo_server --listen IP:PORT [--listen IP:PORT ...] --name NAME "
-                    "[--log FILE]\n");
+                    "[--log FILE] [--fail-all STATUS | --hang-all | --delay-all MS]\n");
     exit(2);
 }
 
@@ -768,6 +1027,10 @@ int main(int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (strcmp(a, "--hang-all") == 0) {
+            srv->mode = MODE_HANG;
+            continue;
+        }
         if (i + 1 >= argc)
             usage();
         if (strcmp(a, "--listen") == 0) {
@@ -778,6 +1041,18 @@ int main(int argc, char **argv)
             srv->name = argv[++i];
         } else if (strcmp(a, "--log") == 0) {
             log_path = argv[++i];
+        } else if (strcmp(a, "--fail-all") == 0) {
+            uint64_t st;
+            if (!parse_u64(argv[i + 1], strlen(argv[i + 1]), 200, 599, &st))
+                die("bad --fail-all %s (want 200..599)", argv[i + 1]);
+            srv->mode = MODE_FAIL;
+            srv->fail_status = (int)st;
+            i++;
+        } else if (strcmp(a, "--delay-all") == 0) {
+            if (!parse_u64(argv[i + 1], strlen(argv[i + 1]), 0, MAX_DELAY_MS, &srv->mode_delay_ms))
+                die("bad --delay-all %s (want milliseconds)", argv[i + 1]);
+            srv->mode = MODE_DELAY;
+            i++;
         } else {
             usage();
         }
