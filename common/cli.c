@@ -118,6 +118,8 @@ int weir_cli_parse(weir_cli_t *cli, int argc, char **argv, int first)
             cli->certs_dir = v;
         } else if (strcmp(a, "--trust-domain") == 0) {
             cli->trust_domain = v;
+        } else if (strcmp(a, "--credential-dir") == 0) {
+            cli->credential_dir = v;
         } else if (strcmp(a, "--inbound-port") == 0 || strcmp(a, "--outbound-port") == 0) {
             char *end;
             unsigned long port = strtoul(v, &end, 10);

@@ -23,6 +23,7 @@ typedef struct {
     const char *service_account; /* --service-account (sidecar) */
     const char *certs_dir;       /* --certs: root-cert.pem, cert-chain.pem, key.pem */
     const char *trust_domain;    /* --trust-domain (cluster.local) */
+    const char *credential_dir;  /* --credential-dir: Gateway credentialName lookups */
     unsigned inbound_port, outbound_port; /* --inbound-port, --outbound-port (sidecar) */
     bool no_shadow_host_suffix;           /* --no-shadow-host-suffix */
 } weir_cli_t;

@@ -20,7 +20,7 @@ struct weir_cluster_state {
     weir_pool_link_t waiters; /* sentinel: FIFO, oldest first */
     weir_cluster_wake_fn wake;
     uv_timer_t wake_timer, sweep_timer;
-    bool timers_ready;
+    int closing_handles; /* freed when both timers have closed, in whatever order */
     weir_outlier_t *od; /* borrowed from the newest snapshot's cluster */
 };
 
@@ -64,8 +64,8 @@ weir_cluster_state_t *weir_cluster_state_ref(weir_cluster_state_t *cs)
 static void timer_closed(uv_handle_t *h)
 {
     weir_cluster_state_t *cs = h->data;
-    if (h == (uv_handle_t *)&cs->sweep_timer)
-        free(cs); /* closed second */
+    if (--cs->closing_handles == 0)
+        free(cs);
 }
 
 void weir_cluster_state_unref(weir_cluster_state_t *cs)
@@ -83,6 +83,7 @@ void weir_cluster_state_unref(weir_cluster_state_t *cs)
         weir_upstream_pool_unref(cs->pools[i]);
     free(cs->pools);
     free(cs->name);
+    cs->closing_handles = 2;
     uv_close((uv_handle_t *)&cs->wake_timer, timer_closed);
     uv_close((uv_handle_t *)&cs->sweep_timer, timer_closed);
 }

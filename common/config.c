@@ -3694,19 +3694,13 @@ void weir_config_warn_unapplied(const weir_config_t *cfg, weir_diags_t *d)
     static const char tail[] = "not applied by weir yet; ignored";
     for (size_t v = 0; v < cfg->n_virtual_services; v++) {
         const weir_virtual_service_t *vs = &cfg->virtual_services[v];
-        if (vs->n_tls)
-            warn_at(d, &vs->tls[0].place, "tls: %s", tail);
+        bool mesh = false;
+        for (size_t g = 0; g < vs->n_gateways; g++)
+            mesh |= strcmp(vs->gateways[g], "mesh") == 0;
+        if (vs->n_tls && mesh)
+            warn_at(d, &vs->tls[0].place, "tls: routing TLS by SNI in sidecars is %s", tail);
         if (vs->n_tcp)
             warn_at(d, &vs->tcp[0].place, "tcp: %s", tail);
-    }
-    for (size_t g = 0; g < cfg->n_gateways; g++) {
-        const weir_gateway_t *gw = &cfg->gateways[g];
-        for (size_t i = 0; i < gw->n_servers; i++) {
-            const char *proto = gw->servers[i].protocol;
-            if (strcmp(proto, "HTTPS") == 0 || strcmp(proto, "TLS") == 0)
-                warn_at(d, &gw->servers[i].place, "servers[%zu]: %s servers are %s", i, proto,
-                        tail);
-        }
     }
 }
 

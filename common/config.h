@@ -598,7 +598,7 @@ weir_config_t *weir_config_load_string(const char *name, const char *text, weir_
 void weir_config_free(weir_config_t *cfg);
 
 /* Adds a warning for every field the config holds whose behaviour the proxy does not have yet
- * (tls/tcp routes, HTTPS/TLS gateway servers),
+ * (tcp routes, tls routes in sidecars),
  * so config never silently does nothing. The proxies and `weir validate` call it after a
  * successful load. */
 void weir_config_warn_unapplied(const weir_config_t *cfg, weir_diags_t *diags);

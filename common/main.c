@@ -18,6 +18,8 @@ static void usage(FILE *out)
           "                [--log-format text|json] [--log-level debug|info|warning|error]\n"
           "                [--request-headers-timeout S] [--idle-timeout S]\n"
           "                [--stream-idle-timeout S] [--connect-timeout S]\n"
+          "                [--certs DIR] [--trust-domain TD] [--credential-dir DIR]\n"
+          "                [--no-shadow-host-suffix]\n"
           "  weir sidecar  -c PATH [-c PATH ...] --labels app=httpd,version=v1\n"
           "                --namespace default --service-account httpd [--certs DIR]\n"
           "                [--inbound-port 15006] [--outbound-port 15001] (and the options above)\n"

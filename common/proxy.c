@@ -32,6 +32,7 @@
 #include "common/mem.h"
 #include "common/retry.h"
 #include "common/router.h"
+#include "common/sni.h"
 #include "common/snapshot.h"
 #include "common/tls.h"
 #include "common/upstream_pool.h"
@@ -83,6 +84,7 @@ typedef struct downstream {
     bool handshake_done;
     weir_buf_t sniff;   /* those first bytes, until there are enough to tell */
     char peer_hash[65]; /* SHA-256 of the client's certificate, for XFCC; "" without one */
+    char sni[256];      /* gateway TLS ports: the ClientHello's server name; "" for none */
     weir_http_parser_t *parser;
     stream_t *stream;
     weir_buf_t pending; /* input read but not parsed: a pipelined next request */
@@ -190,6 +192,7 @@ static void stream_finish(stream_t *s);
 static void stream_abort(stream_t *s, const char *flag, const char *details);
 static void stream_after_io(stream_t *s);
 static void relay_start(downstream_t *d);
+static void relay_start_to(downstream_t *d, weir_upstream_pool_t *pool);
 static void relay_update(downstream_t *d);
 
 void weir_proxy_options_default(weir_proxy_options_t *o)
@@ -503,6 +506,7 @@ static void log_stream(stream_t *s)
         .downstream_local_address = s->down->local,
         .downstream_remote_address = s->down->remote,
         .route_name = s->route ? s->route->name : NULL,
+        .requested_server_name = s->down->sni[0] ? s->down->sni : NULL,
         .downstream_peer_uri_san = s->down->tls ? weir_tls_peer_spiffe_id(s->down->tls) : NULL,
         .upstream_peer_uri_san = s->up && s->up->tls ? weir_tls_peer_spiffe_id(s->up->tls) : NULL,
     };
@@ -2018,9 +2022,8 @@ static void down_flush_cipher(downstream_t *d)
 
 /* Inbound mTLS: the server side of the handshake with the mesh identity. Returns 0, or -1
  * when the connection was closed (no certificate to serve with). */
-static int down_start_tls(downstream_t *d)
+static int down_start_tls(downstream_t *d, weir_tls_config_t *cfg)
 {
-    weir_tls_config_t *cfg = weir_identity_server();
     char err[128] = "no mesh certificate (--certs)";
     d->tls = cfg ? weir_tls_new(cfg, NULL, err, sizeof(err)) : NULL;
     if (d->tls == NULL) {
@@ -2185,6 +2188,60 @@ static void down_process(downstream_t *d, const char *data, size_t len)
 
 static void relay_down_read(downstream_t *d, ssize_t nread, const uv_buf_t *buf);
 
+/* A gateway TLS port: the ClientHello's SNI picks the server (TERMINATE: its certificate) or
+ * the route (PASSTHROUGH: the TLS bytes go, untouched, to an endpoint of the route's
+ * cluster). Called with each read until the ClientHello is whole. */
+static void gateway_tls_start(downstream_t *d)
+{
+    weir_sni_result_t r =
+        weir_sni_parse((const unsigned char *)d->sniff.base, d->sniff.len, d->sni, sizeof(d->sni));
+    if (r == WEIR_SNI_NEED_MORE && d->sniff.len < WEIR_SNI_MAX_HELLO)
+        return;
+    if (r != WEIR_SNI_FOUND)
+        d->sni[0] = '\0';
+    const weir_listener_spec_t *spec = weir_snapshot_listener(weir_snapshot_current(), d->port);
+    if (r == WEIR_SNI_NOT_TLS || r == WEIR_SNI_NEED_MORE || spec == NULL) {
+        weir_log_debug("%s: not a TLS ClientHello on a TLS port: closed", d->remote);
+        down_close(d);
+        return;
+    }
+    const char *sni = d->sni[0] ? d->sni : NULL;
+    d->tls_decided = true;
+    if (spec->mode == WEIR_LISTENER_TLS_PASSTHROUGH) {
+        const weir_sni_route_t *rt = weir_listener_pick_sni_route(spec, sni);
+        weir_cluster_t *c = NULL;
+        if (rt && rt->n_clusters) {
+            uint32_t total = rt->cumulative_weight[rt->n_clusters - 1];
+            uint32_t pick = total ? weir_random_u32() % total : 0;
+            size_t i = 0;
+            while (i + 1 < rt->n_clusters && pick >= rt->cumulative_weight[i])
+                i++;
+            c = rt->clusters[i];
+        }
+        weir_endpoint_t *ep =
+            c ? weir_cluster_pick(c, NULL, 0, weir_random_u32(), weir_random_u32()) : NULL;
+        if (ep == NULL) {
+            weir_log_debug("%s: no route or endpoint for SNI %s: closed", d->remote, d->sni);
+            down_close(d);
+            return;
+        }
+        relay_start_to(d, ep->pool);
+        return;
+    }
+    const weir_listener_server_t *srv = weir_listener_pick_server(spec, sni);
+    if (srv == NULL || srv->tls == NULL) {
+        weir_log_debug("%s: no server for SNI %s: closed", d->remote, d->sni);
+        down_close(d);
+        return;
+    }
+    if (down_start_tls(d, srv->tls) != 0)
+        return;
+    weir_buf_t first = d->sniff;
+    d->sniff = (weir_buf_t)WEIR_BUF_INIT;
+    down_tls_input(d, first.base, first.len);
+    weir_buf_free(&first);
+}
+
 static void down_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
 {
     downstream_t *d = h->data;
@@ -2202,6 +2259,11 @@ static void down_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         return; /* dropping whatever the client still sends */
     const char *data = buf->base;
     size_t len = (size_t)nread;
+    if (!d->tls_decided && d->kind == WEIR_LISTENER_GATEWAY) {
+        weir_buf_append(&d->sniff, data, len);
+        gateway_tls_start(d);
+        return;
+    }
     if (!d->tls_decided) {
         /* PERMISSIVE: a TLS ClientHello or plain text, told apart by the first bytes */
         weir_buf_append(&d->sniff, data, len);
@@ -2209,7 +2271,7 @@ static void down_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         if (hello < 0)
             return;
         d->tls_decided = true;
-        if (hello == 1 && down_start_tls(d) != 0)
+        if (hello == 1 && down_start_tls(d, weir_identity_server()) != 0)
             return;
         weir_buf_t first = d->sniff;
         d->sniff = (weir_buf_t)WEIR_BUF_INIT;
@@ -2328,6 +2390,10 @@ static void on_connection(uv_stream_t *server, int status)
     d->port = l->port;
     d->kind = l->opts.kind;
     d->tls_decided = true;
+    if (d->kind == WEIR_LISTENER_GATEWAY) {
+        const weir_listener_spec_t *spec = weir_snapshot_listener(weir_snapshot_current(), l->port);
+        d->tls_decided = spec == NULL || spec->mode == WEIR_LISTENER_PLAIN_HTTP;
+    }
     d->parser = weir_http_parser_new(WEIR_HTTP_REQUEST, &down_cbs, d);
     d->next = all_downstreams;
     if (all_downstreams)
@@ -2363,7 +2429,7 @@ static void on_connection(uv_stream_t *server, int status)
              * PERMISSIVE decides on the first bytes, DISABLE stays plain */
             weir_mtls_mode_t mode = weir_snapshot_inbound_mtls(weir_snapshot_current(), d->orig_port);
             d->tls_decided = mode != WEIR_MTLS_PERMISSIVE;
-            if (mode == WEIR_MTLS_STRICT && down_start_tls(d) != 0)
+            if (mode == WEIR_MTLS_STRICT && down_start_tls(d, weir_identity_server()) != 0)
                 return;
         }
         if (d->kind == WEIR_LISTENER_OUTBOUND &&
@@ -2727,6 +2793,10 @@ static void relay_connected(upstream_t *u, int status)
     u->connected = true;
     uv_tcp_nodelay(&u->tcp, 1);
     set_timer(d, TIMER_IDLE, options.idle_timeout_ms);
+    if (d->sniff.len && write_buf((uv_stream_t *)&u->tcp, &d->sniff, up_write_done) < 0) {
+        down_close(d);
+        return;
+    }
     relay_update(d);
 }
 
@@ -2785,9 +2855,15 @@ static void relay_up_read(upstream_t *u, ssize_t nread, const uv_buf_t *buf)
 /* Starts relaying d to its original destination. */
 static void relay_start(downstream_t *d)
 {
-    adhoc_target_t *t = passthrough_target(d);
+    relay_start_to(d, passthrough_target(d)->endpoint.pool);
+}
+
+/* Relays d, byte for byte, to the pool's address; what was read to decide (d->sniff) goes
+ * first once connected. */
+static void relay_start_to(downstream_t *d, weir_upstream_pool_t *pool)
+{
     upstream_t *u;
-    if (up_open(t->endpoint.pool, false, NULL, &u) < 0) {
+    if (up_open(pool, false, NULL, &u) < 0) {
         down_close(d);
         return;
     }

@@ -3,7 +3,9 @@
 
 #include <assert.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/mem.h"
 #include "common/cluster_state.h"
@@ -183,10 +185,24 @@ static weir_cluster_t *lookup_cluster(void *ctx, const char *host, const char *s
     return c;
 }
 
-static bool protocol_is_http(const char *p)
+/* How a server's port takes connections; -1 for what weir cannot serve (with the reason). */
+static int server_mode(const weir_gateway_server_t *srv, const char **why)
 {
-    return strcmp(p, "HTTP") == 0 || strcmp(p, "HTTP2") == 0 || strcmp(p, "GRPC") == 0 ||
-           strcmp(p, "GRPC-WEB") == 0;
+    const char *p = srv->protocol;
+    if (strcmp(p, "HTTP") == 0 || strcmp(p, "HTTP2") == 0 || strcmp(p, "GRPC") == 0 ||
+        strcmp(p, "GRPC-WEB") == 0)
+        return WEIR_LISTENER_PLAIN_HTTP;
+    if (strcmp(p, "HTTPS") == 0 || strcmp(p, "TLS") == 0) {
+        if (srv->tls_mode == WEIR_TLS_MODE_PASSTHROUGH)
+            return WEIR_LISTENER_TLS_PASSTHROUGH;
+        if (strcmp(p, "HTTPS") == 0 &&
+            (srv->tls_mode == WEIR_TLS_MODE_SIMPLE || srv->tls_mode == WEIR_TLS_MODE_MUTUAL))
+            return WEIR_LISTENER_TLS_TERMINATE;
+        *why = "this tls.mode is not served by weir yet";
+        return -1;
+    }
+    *why = "this protocol is not served by weir yet";
+    return -1;
 }
 
 static bool gateway_selects(const weir_gateway_t *gw, const weir_gateway_identity_t *id)
@@ -194,15 +210,95 @@ static bool gateway_selects(const weir_gateway_t *gw, const weir_gateway_identit
     return !gw->has_selector || weir_labels_match(&gw->selector, id->labels);
 }
 
-/* Collects, for one port, the Gateways and server hosts that share it, then builds its route
- * table. Istio merges servers on one port into one listener the same way. */
+/* A terminating server's certificate: the Gateway's file paths, else its credentialName in
+ * the credential directory. */
+static struct weir_tls_config *server_tls(const weir_gateway_identity_t *id,
+                                          const weir_gateway_server_t *srv, weir_diags_t *diags)
+{
+    char chain[4096], key[4096], ca[4096];
+    if (srv->credential_name) {
+        const char *dir = id->credential_dir ? id->credential_dir : "/etc/weir/credentials";
+        snprintf(chain, sizeof(chain), "%s/%s/tls.crt", dir, srv->credential_name);
+        snprintf(key, sizeof(key), "%s/%s/tls.key", dir, srv->credential_name);
+        snprintf(ca, sizeof(ca), "%s/%s/ca.crt", dir, srv->credential_name);
+    } else {
+        snprintf(chain, sizeof(chain), "%s", srv->server_certificate ? srv->server_certificate : "");
+        snprintf(key, sizeof(key), "%s", srv->private_key ? srv->private_key : "");
+        snprintf(ca, sizeof(ca), "%s", srv->ca_certificates ? srv->ca_certificates : "");
+    }
+    bool mutual = srv->tls_mode == WEIR_TLS_MODE_MUTUAL;
+    weir_tls_options_t o = {
+        .role = WEIR_TLS_SERVER,
+        .root_pem_path = mutual ? ca : NULL,
+        .chain_pem_path = chain,
+        .key_pem_path = key,
+        .no_client_cert = !mutual,
+    };
+    char err[256];
+    struct weir_tls_config *cfg = weir_tls_config_new(&o, err, sizeof(err));
+    if (cfg == NULL)
+        weir_diags_add(diags, WEIR_DIAG_WARNING, srv->place.file, srv->place.line, srv->place.col,
+                       "port %u: cannot terminate TLS (%s); the server is not served", srv->port,
+                       err);
+    return cfg;
+}
+
+static void add_server(weir_listener_spec_t *spec, const weir_gateway_server_t *srv,
+                       struct weir_tls_config *tls)
+{
+    spec->servers = weir_mem_realloc(spec->servers, (spec->n_servers + 1) * sizeof(*spec->servers));
+    spec->servers[spec->n_servers++] = (weir_listener_server_t){.server = srv, .tls = tls};
+}
+
+/* VirtualService tls[] routes of the Gateways on a PASSTHROUGH port. */
+static void build_sni_routes(weir_snapshot_t *s, weir_listener_spec_t *spec, const char **names,
+                             size_t n_names)
+{
+    const weir_config_t *cfg = s->config;
+    for (size_t v = 0; v < cfg->n_virtual_services; v++) {
+        const weir_virtual_service_t *vs = &cfg->virtual_services[v];
+        bool bound = false;
+        for (size_t g = 0; g < vs->n_gateways && !bound; g++) {
+            for (size_t k = 0; k < n_names && !bound; k++)
+                bound = strcmp(vs->gateways[g], names[k]) == 0;
+        }
+        for (size_t r = 0; bound && r < vs->n_tls; r++) {
+            const weir_l4_route_t *tr = &vs->tls[r];
+            for (size_t m = 0; m < tr->n_matches; m++) {
+                const weir_l4_match_t *mt = &tr->matches[m];
+                if (mt->port && mt->port != spec->port)
+                    continue;
+                weir_sni_route_t sr = {.sni_hosts = mt->sni_hosts, .n_sni_hosts = mt->n_sni_hosts};
+                sr.n_clusters = tr->n_route;
+                sr.clusters = weir_mem_calloc(tr->n_route, sizeof(*sr.clusters));
+                sr.cumulative_weight = weir_mem_calloc(tr->n_route, sizeof(*sr.cumulative_weight));
+                uint64_t sum = 0;
+                for (size_t d = 0; d < tr->n_route; d++) {
+                    const weir_route_destination_t *rd = &tr->route[d];
+                    sr.clusters[d] = lookup_cluster(s, rd->destination.host,
+                                                    rd->destination.subset, rd->destination.port);
+                    sum += tr->n_route == 1 ? 1 : (uint64_t)(rd->weight > 0 ? rd->weight : 0);
+                    sr.cumulative_weight[d] = sum > UINT32_MAX ? UINT32_MAX : (uint32_t)sum;
+                }
+                spec->sni_routes = weir_mem_realloc(
+                    spec->sni_routes, (spec->n_sni_routes + 1) * sizeof(*spec->sni_routes));
+                spec->sni_routes[spec->n_sni_routes++] = sr;
+            }
+        }
+    }
+}
+
+/* Collects, for one port, the Gateways and servers that share it, then builds its routes:
+ * the HTTP route table (plain or terminated TLS) or the SNI routes (PASSTHROUGH). Istio merges
+ * servers on one port into one listener the same way; the first server decides the port's
+ * mode, and servers of another mode on the same port are left out with a warning. */
 static void build_listener(weir_snapshot_t *s, const weir_gateway_identity_t *id, uint32_t port,
-                           weir_diags_t *diags)
+                           weir_listener_mode_t mode, weir_diags_t *diags)
 {
     const weir_config_t *cfg = s->config;
     const char **names = NULL, **hosts = NULL;
     size_t n_names = 0, n_hosts = 0;
-    weir_listener_spec_t spec = {.port = port};
+    weir_listener_spec_t spec = {.port = port, .mode = mode};
     for (size_t g = 0; g < cfg->n_gateways; g++) {
         const weir_gateway_t *gw = &cfg->gateways[g];
         if (!gateway_selects(gw, id))
@@ -210,8 +306,17 @@ static void build_listener(weir_snapshot_t *s, const weir_gateway_identity_t *id
         bool named = false;
         for (size_t i = 0; i < gw->n_servers; i++) {
             const weir_gateway_server_t *srv = &gw->servers[i];
-            if (srv->port != port || !protocol_is_http(srv->protocol))
+            const char *why = NULL;
+            if (srv->port != port || server_mode(srv, &why) != (int)mode)
                 continue;
+            if (mode == WEIR_LISTENER_TLS_TERMINATE) {
+                struct weir_tls_config *tls = server_tls(id, srv, diags);
+                if (tls == NULL)
+                    continue;
+                add_server(&spec, srv, tls);
+            } else if (mode == WEIR_LISTENER_TLS_PASSTHROUGH) {
+                add_server(&spec, srv, NULL);
+            }
             if (!named) {
                 names = weir_mem_realloc(names, (n_names + 1) * sizeof(*names));
                 names[n_names++] = gw->qualified_name;
@@ -237,12 +342,14 @@ static void build_listener(weir_snapshot_t *s, const weir_gateway_identity_t *id
         .lookup = lookup_cluster,
         .lookup_ctx = s,
     };
-    spec.routes = weir_router_build(cfg, &scope);
+    if (mode == WEIR_LISTENER_TLS_PASSTHROUGH)
+        build_sni_routes(s, &spec, names, n_names);
+    else
+        spec.routes = weir_router_build(cfg, &scope);
     free(names);
     free(hosts);
     s->listeners = weir_mem_realloc(s->listeners, (s->n_listeners + 1) * sizeof(*s->listeners));
     s->listeners[s->n_listeners++] = spec;
-    (void)diags;
 }
 
 weir_snapshot_t *weir_snapshot_build_gateway(weir_config_t *cfg, const weir_gateway_identity_t *id,
@@ -262,16 +369,23 @@ weir_snapshot_t *weir_snapshot_build_gateway(weir_config_t *cfg, const weir_gate
         selected++;
         for (size_t i = 0; i < gw->n_servers; i++) {
             const weir_gateway_server_t *srv = &gw->servers[i];
-            if (!protocol_is_http(srv->protocol)) {
+            const char *why = NULL;
+            int mode = server_mode(srv, &why);
+            if (mode < 0) {
                 weir_diags_add(diags, WEIR_DIAG_WARNING, srv->place.file, srv->place.line,
-                               srv->place.col,
-                               "servers[%zu]: protocol %s on port %u is not served by weir yet; "
-                               "ignored",
-                               i, srv->protocol, srv->port);
+                               srv->place.col, "servers[%zu]: %s on port %u: %s; ignored", i,
+                               srv->protocol, srv->port, why);
                 continue;
             }
-            if (weir_snapshot_listener(s, srv->port) == NULL)
-                build_listener(s, id, srv->port, diags);
+            const weir_listener_spec_t *l = weir_snapshot_listener(s, srv->port);
+            if (l == NULL)
+                build_listener(s, id, srv->port, (weir_listener_mode_t)mode, diags);
+            else if ((int)l->mode != mode)
+                weir_diags_add(diags, WEIR_DIAG_WARNING, srv->place.file, srv->place.line,
+                               srv->place.col,
+                               "servers[%zu]: port %u already serves another protocol or TLS "
+                               "mode; this server is ignored",
+                               i, srv->port);
         }
     }
     if (selected == 0)
@@ -279,6 +393,55 @@ weir_snapshot_t *weir_snapshot_build_gateway(weir_config_t *cfg, const weir_gate
                        "no Gateway selects this gateway's labels: nothing to listen on");
     s->build_diags = NULL;
     return s;
+}
+
+/* "*", "*.suffix" or exact; returns a rank for precedence (higher wins), or -1. */
+static int host_rank(const char *pattern, const char *name)
+{
+    if (strcmp(pattern, "*") == 0)
+        return 0;
+    if (name == NULL)
+        return -1;
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        size_t pl = strlen(pattern) - 1, nl = strlen(name);
+        return nl > pl && strcasecmp(name + nl - pl, pattern + 1) == 0 ? (int)pl : -1;
+    }
+    return strcasecmp(pattern, name) == 0 ? 1 << 20 : -1;
+}
+
+const weir_listener_server_t *weir_listener_pick_server(const weir_listener_spec_t *l,
+                                                        const char *sni)
+{
+    const weir_listener_server_t *best = NULL;
+    int best_rank = -1;
+    for (size_t i = 0; i < l->n_servers; i++) {
+        const weir_gateway_server_t *srv = l->servers[i].server;
+        for (size_t h = 0; h < srv->n_hosts; h++) {
+            int r = host_rank(srv->hosts[h], sni);
+            if (r > best_rank) {
+                best_rank = r;
+                best = &l->servers[i];
+            }
+        }
+    }
+    return best;
+}
+
+const weir_sni_route_t *weir_listener_pick_sni_route(const weir_listener_spec_t *l,
+                                                     const char *sni)
+{
+    const weir_sni_route_t *best = NULL;
+    int best_rank = -1;
+    for (size_t i = 0; i < l->n_sni_routes; i++) { /* the first route wins among equals */
+        for (size_t h = 0; h < l->sni_routes[i].n_sni_hosts; h++) {
+            int r = host_rank(l->sni_routes[i].sni_hosts[h], sni);
+            if (r > best_rank) {
+                best_rank = r;
+                best = &l->sni_routes[i];
+            }
+        }
+    }
+    return best;
 }
 
 /* PeerAuthentication is resolved once per snapshot: the workload-wide mode, plus every port
@@ -379,8 +542,17 @@ void weir_snapshot_unref(weir_snapshot_t *s)
     if (--s->refs > 0)
         return;
     for (size_t i = 0; i < s->n_listeners; i++) {
-        weir_router_free(s->listeners[i].routes);
-        free(s->listeners[i].bind);
+        weir_listener_spec_t *l = &s->listeners[i];
+        weir_router_free(l->routes);
+        free(l->bind);
+        for (size_t k = 0; k < l->n_servers; k++)
+            weir_tls_config_unref(l->servers[k].tls);
+        free(l->servers);
+        for (size_t k = 0; k < l->n_sni_routes; k++) {
+            free(l->sni_routes[k].clusters);
+            free(l->sni_routes[k].cumulative_weight);
+        }
+        free(l->sni_routes);
     }
     free(s->listeners);
     for (size_t i = 0; i < s->n_outbound; i++)

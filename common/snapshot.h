@@ -18,11 +18,38 @@
 #include "common/diag.h"
 #include "common/router.h"
 
+/* How a gateway port takes its connections. */
+typedef enum {
+    WEIR_LISTENER_PLAIN_HTTP,      /* HTTP servers */
+    WEIR_LISTENER_TLS_TERMINATE,   /* HTTPS servers, tls.mode SIMPLE or MUTUAL */
+    WEIR_LISTENER_TLS_PASSTHROUGH  /* HTTPS/TLS servers, tls.mode PASSTHROUGH: routed by SNI */
+} weir_listener_mode_t;
+
+/* A server on a TLS port: its hosts choose it by SNI; a terminating one has its certificate. */
+typedef struct {
+    const weir_gateway_server_t *server;
+    struct weir_tls_config *tls; /* TERMINATE: a reference; NULL otherwise */
+} weir_listener_server_t;
+
+/* A VirtualService tls[] route on a PASSTHROUGH port: SNI patterns to weighted clusters. */
+typedef struct {
+    char *const *sni_hosts; /* point into the config */
+    size_t n_sni_hosts;
+    weir_cluster_t **clusters;
+    uint32_t *cumulative_weight;
+    size_t n_clusters;
+} weir_sni_route_t;
+
 typedef struct {
     char *bind;    /* "0.0.0.0" unless a Gateway server says `bind` */
     uint32_t port;
     bool https_redirect; /* an HTTP server with tls.httpsRedirect: every request gets a 301 */
     weir_route_table_t *routes;
+    weir_listener_mode_t mode;
+    weir_listener_server_t *servers; /* TLS ports */
+    size_t n_servers;
+    weir_sni_route_t *sni_routes; /* PASSTHROUGH ports */
+    size_t n_sni_routes;
 } weir_listener_spec_t;
 
 /* A sidecar's outbound routes for one service port (Envoy's route config named "80"). */
@@ -55,6 +82,9 @@ typedef struct {
     const weir_labels_t *labels;
     const char *namespace;
     const char *trust_domain; /* SPIFFE IDs of mesh peers: spiffe://<td>/ns/<ns>/sa/<sa> */
+    /* Where a server's tls.credentialName is found: <dir>/<credentialName>/tls.crt, tls.key
+     * and, for MUTUAL, ca.crt (the keys of a Kubernetes TLS Secret mounted as a directory). */
+    const char *credential_dir;
 } weir_gateway_identity_t;
 
 /* Builds a gateway's snapshot: a listener for each port of each Gateway server whose Gateway
@@ -89,6 +119,14 @@ weir_mtls_mode_t weir_snapshot_inbound_mtls(const weir_snapshot_t *s, uint32_t p
 
 weir_snapshot_t *weir_snapshot_ref(weir_snapshot_t *s);
 void weir_snapshot_unref(weir_snapshot_t *s);
+
+/* The server a ClientHello's SNI picks on a TLS port (exact host, then the longest `*.suffix`,
+ * then `*`; NULL sni matches only `*`), or NULL. */
+const weir_listener_server_t *weir_listener_pick_server(const weir_listener_spec_t *l,
+                                                        const char *sni);
+/* The PASSTHROUGH route for an SNI, or NULL. */
+const weir_sni_route_t *weir_listener_pick_sni_route(const weir_listener_spec_t *l,
+                                                     const char *sni);
 
 /* The listener spec serving `port`, or NULL. */
 const weir_listener_spec_t *weir_snapshot_listener(const weir_snapshot_t *s, uint32_t port);

@@ -17,7 +17,8 @@ static weir_snapshot_t *build(weir_config_t *cfg, void *ctx, weir_diags_t *diags
     gateway_t *g = ctx;
     weir_gateway_identity_t id = {.labels = &g->cli.labels,
                                   .namespace = g->cli.namespace,
-                                  .trust_domain = g->cli.trust_domain};
+                                  .trust_domain = g->cli.trust_domain,
+                                  .credential_dir = g->cli.credential_dir};
     return weir_snapshot_build_gateway(cfg, &id, diags);
 }
 

@@ -7,7 +7,8 @@
 PROXY_LOGS=() # the log of every proxy started here, for reload_wait
 
 # gateway_start POD CONFIG_DIR LOGFILE ACCESS_LOG [weir gateway options...]
-# Starts the gateway in POD (its address from pod_ip) and waits for port 80 from POD itself.
+# Starts the gateway in POD (its address from pod_ip) and waits for port 80 (GW_WAIT_PORT) from
+# POD itself, then from the client pod when there is one.
 # Sets GW_PID. Under ASan the quarantine is capped so RSS checks stay meaningful.
 gateway_start() {
     local pod=$1 config=$2 log=$3 access=$4
@@ -22,11 +23,12 @@ gateway_start() {
         --labels istio=ingressgateway --namespace istio-system --access-log "$access" "$@"
     GW_PID=$SPAWNED_PID
     PROXY_LOGS+=("$log")
-    wait_port "$pod" 127.0.0.1 80 30 || fail "weir gateway does not listen on port 80"
+    local port=${GW_WAIT_PORT:-80}
+    wait_port "$pod" 127.0.0.1 "$port" 30 || fail "weir gateway does not listen on port $port"
     # and across the bridge, from the client pod when there is one
     local ip
     if ip=$(pod_ip client 2>/dev/null) && [[ -n $ip ]]; then
-        wait_port client "$(pod_ip "$pod")" 80 30 || fail "the client pod cannot reach the gateway"
+        wait_port client "$(pod_ip "$pod")" "$port" 30 || fail "the client pod cannot reach the gateway"
     fi
 }
 
