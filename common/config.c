@@ -3666,11 +3666,9 @@ static void check_refs(cfg_t *c, weir_diags_t *diags)
                                "%s: subset \"%s\" is not defined by any DestinationRule for "
                                "host \"%s\"",
                                r->path, r->name, r->host);
-        } else if (weir_config_find_service(cfg, r->host) == NULL) {
-            /* Kubernetes Services are not read: in kind the host may well exist. */
-            weir_diags_add(diags, WEIR_DIAG_WARNING, p->file, p->line, p->col,
-                           "%s: host \"%s\" is not declared by any ServiceEntry", r->path, r->host);
         }
+        /* REF_HOST: a host no ServiceEntry declares is the analyzer's IST0101, which knows
+         * when the config takes its services from Kubernetes instead. */
     }
 }
 
