@@ -49,7 +49,7 @@ int weir_sidecar_main(int argc, char **argv, int first)
     weir_proxy_options_default(&opts);
     opts.use_remote_address = false; /* sidecars leave x-forwarded-for as it came */
     opts.server_name = "envoy";
-    if (weir_runtime_start(&sc.cli, &opts) != 0)
+    if (weir_runtime_start(&sc.cli, &opts, "sidecar") != 0)
         goto shutdown;
     weir_listener_opts_t out_opts = {.kind = WEIR_LISTENER_OUTBOUND,
                                      .original_dst = weir_original_dst,

@@ -120,6 +120,22 @@ int weir_cli_parse(weir_cli_t *cli, int argc, char **argv, int first)
             cli->trust_domain = v;
         } else if (strcmp(a, "--credential-dir") == 0) {
             cli->credential_dir = v;
+        } else if (strcmp(a, "--admin") == 0) {
+            cli->admin = v;
+        } else if (strcmp(a, "--drain-seconds") == 0) {
+            if (parse_seconds(a, v, &cli->drain_seconds) < 0)
+                return -1;
+        } else if (strcmp(a, "--health-port") == 0 || strcmp(a, "--prometheus-port") == 0) {
+            char *end;
+            unsigned long port = strtoul(v, &end, 10);
+            if (end == v || *end != '\0' || port > 65535) {
+                fprintf(stderr, "weir: %s: expected a port 0..65535, got \"%s\"\n", a, v);
+                return -1;
+            }
+            if (a[2] == 'h')
+                cli->health_port = (unsigned)port;
+            else
+                cli->prometheus_port = (unsigned)port;
         } else if (strcmp(a, "--inbound-port") == 0 || strcmp(a, "--outbound-port") == 0) {
             char *end;
             unsigned long port = strtoul(v, &end, 10);

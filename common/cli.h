@@ -26,6 +26,10 @@ typedef struct {
     const char *credential_dir;  /* --credential-dir: Gateway credentialName lookups */
     unsigned inbound_port, outbound_port; /* --inbound-port, --outbound-port (sidecar) */
     bool no_shadow_host_suffix;           /* --no-shadow-host-suffix */
+    const char *admin;                    /* --admin ADDR:PORT | off (127.0.0.1:15000) */
+    unsigned health_port;                 /* --health-port (15021; 0: none) */
+    unsigned prometheus_port;             /* --prometheus-port (15090; 0: none) */
+    double drain_seconds;                 /* --drain-seconds (5) */
 } weir_cli_t;
 
 /* Parses argv[first..argc). `defaults` fill what is not given. Prints the problem and returns

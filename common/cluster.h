@@ -46,6 +46,7 @@ typedef struct weir_endpoint {
      * and the pool of idle connections made that way. */
     weir_transport_t transport;
     struct weir_upstream_pool *pool;
+    const struct weir_metrics_peer *metrics_peer; /* its labels for Istio's metrics, once known */
 } weir_endpoint_t;
 
 typedef struct weir_cluster {

@@ -55,6 +55,12 @@ weir_cluster_state_t *weir_cluster_state_acquire(const char *name)
     return cs;
 }
 
+void weir_cluster_state_foreach(void (*fn)(weir_cluster_state_t *cs, void *ctx), void *ctx)
+{
+    for (weir_cluster_state_t *cs = registry; cs; cs = cs->next)
+        fn(cs, ctx);
+}
+
 weir_cluster_state_t *weir_cluster_state_ref(weir_cluster_state_t *cs)
 {
     cs->refs++;

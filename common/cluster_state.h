@@ -43,6 +43,9 @@ typedef struct weir_cluster_state weir_cluster_state_t;
  * to its pool). The waiter has already been taken off the queue. */
 typedef void (*weir_cluster_wake_fn)(weir_pool_link_t *waiter);
 
+/* Calls fn for every cluster state alive (for /stats), in no particular order. */
+void weir_cluster_state_foreach(void (*fn)(weir_cluster_state_t *cs, void *ctx), void *ctx);
+
 /* The state for a cluster name, created on first use. Takes a reference. */
 weir_cluster_state_t *weir_cluster_state_acquire(const char *name);
 weir_cluster_state_t *weir_cluster_state_ref(weir_cluster_state_t *cs);

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <mbedtls/x509_crt.h>
+#include <time.h>
 #include <uv.h>
 
 #include "common/log.h"
@@ -23,6 +25,7 @@ static struct {
     uv_timer_t quiet, poll;
     bool watching;
     struct timespec stamp[3]; /* mtimes of the three files at the last load */
+    int64_t expiry;
 } id;
 
 static const char *const files[3] = {"root-cert.pem", "cert-chain.pem", "key.pem"};
@@ -43,6 +46,25 @@ static bool read_stamps(struct timespec out[3])
         out[i] = st.st_mtim;
     }
     return true;
+}
+
+/* The leaf's notAfter, for /certs and the expiry gauge. */
+static int64_t cert_expiry(const char *chain_path)
+{
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    int64_t t = 0;
+    if (mbedtls_x509_crt_parse_file(&crt, chain_path) == 0) {
+        struct tm tm = {.tm_year = crt.valid_to.year - 1900,
+                        .tm_mon = crt.valid_to.mon - 1,
+                        .tm_mday = crt.valid_to.day,
+                        .tm_hour = crt.valid_to.hour,
+                        .tm_min = crt.valid_to.min,
+                        .tm_sec = crt.valid_to.sec};
+        t = (int64_t)timegm(&tm);
+    }
+    mbedtls_x509_crt_free(&crt);
+    return t;
 }
 
 /* Builds both configurations from the files; replaces the current ones only if both build. */
@@ -72,6 +94,7 @@ static int load_files(void)
     id.server = server;
     id.client = client;
     id.generation++;
+    id.expiry = cert_expiry(chain);
     if (stamped)
         memcpy(id.stamp, stamp, sizeof(stamp));
     const char *own = weir_tls_config_own_id(server);
@@ -141,6 +164,11 @@ const char *weir_identity_id(void)
 const char *weir_identity_trust_domain(void)
 {
     return id.trust_domain ? id.trust_domain : "cluster.local";
+}
+
+int64_t weir_identity_expiry(void)
+{
+    return id.expiry;
 }
 
 uint64_t weir_identity_generation(void)

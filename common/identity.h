@@ -27,6 +27,9 @@ weir_tls_config_t *weir_identity_client(void);
 /* This proxy's SPIFFE ID ("spiffe://cluster.local/ns/default/sa/httpd"), or NULL. */
 const char *weir_identity_id(void);
 const char *weir_identity_trust_domain(void);
+/* When the workload certificate in force expires (seconds since the epoch), 0 without one. */
+int64_t weir_identity_expiry(void);
+
 /* How many times the files were loaded successfully (1 after weir_identity_load). */
 uint64_t weir_identity_generation(void);
 

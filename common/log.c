@@ -19,6 +19,11 @@ void weir_log_set_level(weir_log_level_t level)
     min_level = level;
 }
 
+weir_log_level_t weir_log_get_level(void)
+{
+    return min_level;
+}
+
 void weir_log(weir_log_level_t level, const char *fmt, ...)
 {
     static const char *const names[] = {"debug", "info", "warning", "error"};

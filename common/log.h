@@ -14,6 +14,7 @@
 typedef enum { WEIR_LOG_DEBUG, WEIR_LOG_INFO, WEIR_LOG_WARN, WEIR_LOG_ERROR } weir_log_level_t;
 
 void weir_log_set_level(weir_log_level_t level);
+weir_log_level_t weir_log_get_level(void);
 void weir_log(weir_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define weir_log_info(...) weir_log(WEIR_LOG_INFO, __VA_ARGS__)

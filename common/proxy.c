@@ -29,6 +29,7 @@
 #include "common/identity.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "common/metrics.h"
 #include "common/mem.h"
 #include "common/retry.h"
 #include "common/router.h"
@@ -85,6 +86,7 @@ typedef struct downstream {
     weir_buf_t sniff;   /* those first bytes, until there are enough to tell */
     char peer_hash[65]; /* SHA-256 of the client's certificate, for XFCC; "" without one */
     char sni[256];      /* gateway TLS ports: the ClientHello's server name; "" for none */
+    const weir_metrics_peer_t *metrics_peer; /* inbound: the client, as its certificate named it */
     weir_http_parser_t *parser;
     stream_t *stream;
     weir_buf_t pending; /* input read but not parsed: a pipelined next request */
@@ -105,6 +107,7 @@ struct upstream {
     stream_t *stream; /* NULL while idle in the pool */
     char local[INET6_ADDRSTRLEN + 8];
     bool connected, closing, idle, reading, reusable, read_eof;
+    const weir_metrics_peer_t *metrics_peer; /* the server, as its certificate named it */
     weir_tls_t *tls;  /* ISTIO_MUTUAL: the client side of the mTLS session */
     weir_cluster_state_t *cstate; /* counts this connection against max_connections */
     uint32_t requests;            /* served on this connection (maxRequestsPerConnection) */
@@ -468,8 +471,68 @@ static void add_flag(stream_t *s, const char *flag)
 
 /* ------------------------------------------------------------------ access log */
 
+static const weir_metrics_peer_t *metrics_self;
+static size_t active_streams;
+static bool draining;
+
+/* The other side's labels: for a request this proxy sends on, the endpoint's workload (with the
+ * SPIFFE ID its certificate showed); for one it receives, the client's SPIFFE ID. Interned once
+ * per endpoint or connection. */
+static const weir_metrics_peer_t *endpoint_peer(stream_t *s)
+{
+    weir_endpoint_t *ep = s->endpoint;
+    if (ep == NULL)
+        return weir_metrics_unknown_peer();
+    const char *principal = s->up && s->up->tls ? weir_tls_peer_spiffe_id(s->up->tls) : NULL;
+    if (principal && s->up->metrics_peer)
+        return s->up->metrics_peer;
+    if (principal == NULL && ep->metrics_peer)
+        return ep->metrics_peer;
+    const weir_workload_entry_t *we = ep->workload;
+    const weir_metrics_peer_t *p = weir_metrics_peer(
+        we ? (we->name ? we->name : weir_labels_get(&we->labels, "app")) : NULL,
+        we ? we->namespace : NULL, principal, weir_labels_get(ep->labels, "app"),
+        weir_labels_get(ep->labels, "version"));
+    if (principal)
+        s->up->metrics_peer = p;
+    else
+        ep->metrics_peer = p;
+    return p;
+}
+
+/* Istio's standard metrics for one finished request. */
+static void record_metrics(stream_t *s)
+{
+    downstream_t *d = s->down;
+    bool inbound = d->kind == WEIR_LISTENER_INBOUND;
+    const weir_metrics_peer_t *peer;
+    if (inbound) {
+        if (d->metrics_peer == NULL)
+            d->metrics_peer = weir_metrics_peer(
+                NULL, NULL, d->tls ? weir_tls_peer_spiffe_id(d->tls) : NULL, NULL, NULL);
+        peer = d->metrics_peer;
+    } else {
+        peer = endpoint_peer(s);
+    }
+    weir_request_metric_t m = {
+        .reporter_destination = inbound,
+        .source = inbound ? peer : metrics_self,
+        .destination = inbound ? metrics_self : peer,
+        .destination_service = s->cluster && s->cluster->host[0] ? s->cluster->host : NULL,
+        .response_code = s->status,
+        .response_flags = s->flags,
+        .mutual_tls = d->tls != NULL,
+        .duration_ms = weir_now_ms() - s->start_ms,
+        .request_bytes = s->bytes_received,
+        .response_bytes = s->bytes_sent,
+    };
+    weir_metrics_record(&m);
+}
+
 static void log_stream(stream_t *s)
 {
+    if (metrics_self)
+        record_metrics(s);
     if (!weir_access_log_enabled())
         return;
     const weir_http_head_t *h = s->req;
@@ -546,10 +609,12 @@ static void local_reply(stream_t *s, int status, const char *flag, const char *d
     s->details = details;
     if (!s->req_complete && s->req->has_body && s->req->content_length < 0)
         d->close_after_response = true; /* an unknown amount may follow: don't wait for it */
-    if (!s->req->keep_alive)
+    if (!s->req->keep_alive || draining)
         d->close_after_response = true;
     weir_buf_appendf(&d->out, "HTTP/1.1 %d %s\r\ndate: %s\r\nserver: %s\r\n", status,
                      weir_http_reason_phrase(status), weir_http_date(), options.server_name);
+    if (s->flags[0]) /* why weir answered itself, for the person reading curl -v */
+        weir_buf_appendf(&d->out, "x-weir-flag: %s\r\n", s->flags);
     if (extra_headers)
         weir_buf_append_str(&d->out, extra_headers);
     if (body_len)
@@ -1303,7 +1368,7 @@ static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
     }
     if (s->out_chunked)
         weir_buf_append_str(o, "transfer-encoding: chunked\r\n");
-    if (!s->req->keep_alive || (!s->req_complete && s->req->has_body))
+    if (!s->req->keep_alive || (!s->req_complete && s->req->has_body) || draining)
         d->close_after_response = true;
     if (d->close_after_response)
         weir_buf_append_str(o, "connection: close\r\n");
@@ -1361,6 +1426,7 @@ static void mirror_detach(stream_t *s);
 
 static void stream_free(stream_t *s)
 {
+    active_streams--;
     mirror_detach(s);
     if (s->endpoint && s->endpoint_active)
         s->endpoint->active_requests--;
@@ -1857,6 +1923,7 @@ static int down_on_head(weir_http_parser_t *p, weir_http_head_t *h)
 {
     downstream_t *d = weir_http_parser_data(p);
     stream_t *s = weir_mem_calloc(1, sizeof(*s));
+    active_streams++;
     s->down = d;
     s->req = h;
     s->snap = weir_snapshot_ref(weir_snapshot_current());
@@ -2367,7 +2434,10 @@ static void set_timer(downstream_t *d, timer_mode_t mode, uint64_t ms)
     if (d->closing)
         return;
     d->timer_mode = mode;
-    if (ms == 0 && mode != TIMER_NEXT) {
+    /* a timeout of 0 is "no timeout"; a wait of 0 (the next request, a retry back-off drawn
+     * as 0, a fault delay) still has to happen */
+    bool is_wait = mode == TIMER_NEXT || mode == TIMER_RETRY || mode == TIMER_FAULT_DELAY;
+    if (ms == 0 && !is_wait) {
         uv_timer_stop(&d->timer);
         return;
     }
@@ -2420,6 +2490,9 @@ static void on_connection(uv_stream_t *server, int status)
         /* Not redirected (someone connected to the capture port itself): relaying it would
          * loop back into this listener, so Istio drops it; so do we. */
         if (rc < 0 || d->orig_port == l->port || d->orig_port == l->opts.other_capture_port) {
+            weir_log_debug("%s: connection to the capture port itself (original port %u): "
+                           "closed",
+                           d->remote, d->orig_port);
             down_close(d);
             return;
         }
@@ -2957,6 +3030,28 @@ void weir_proxy_close_listeners(void)
         listeners = l->next;
         uv_close((uv_handle_t *)&l->tcp, listener_closed);
     }
+}
+
+void weir_proxy_set_metrics_identity(const weir_metrics_peer_t *self)
+{
+    metrics_self = self;
+}
+
+size_t weir_proxy_active_requests(void)
+{
+    return active_streams;
+}
+
+void weir_proxy_drain(void)
+{
+    draining = true;
+    weir_proxy_close_listeners();
+    weir_proxy_close_idle();
+}
+
+bool weir_proxy_draining(void)
+{
+    return draining;
 }
 
 void weir_proxy_close_idle(void)

@@ -92,4 +92,16 @@ void weir_proxy_close_listeners(void);
  * close once their exchange is done (for a clean shutdown). */
 void weir_proxy_close_idle(void);
 
+/* Draining (SIGTERM, /drain_listeners): listeners close, idle connections close, every later
+ * response carries Connection: close. In-flight requests finish. */
+void weir_proxy_drain(void);
+bool weir_proxy_draining(void);
+/* Requests in flight now. */
+size_t weir_proxy_active_requests(void);
+
+struct weir_metrics_peer;
+/* This proxy's own labels for Istio's metrics (source at a gateway or client sidecar,
+ * destination at a server sidecar). Until set, no metrics are recorded. */
+void weir_proxy_set_metrics_identity(const struct weir_metrics_peer *self);
+
 #endif

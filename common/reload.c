@@ -9,8 +9,10 @@
 #include <sys/stat.h>
 #include <uv.h>
 
+#include "common/analyze.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "common/mem.h"
 
 #define QUIET_MS 250 /* long enough for an editor's write, short enough to be live in 2 s */
 #define POLL_MS 1000
@@ -27,6 +29,7 @@ static struct {
     bool running;
     uint64_t hash; /* of the content in force */
     uint64_t successes, failures;
+    weir_buf_t rejection;
 } rl;
 
 /* FNV-1a over everything that decides the config: each YAML file's path and bytes, in the
@@ -107,10 +110,13 @@ int weir_reload_now(void)
     if (cfg == NULL) {
         rl.failures++;
         rl.hash = h; /* report a broken version once, not every second */
+        weir_buf_reset(&rl.rejection);
         for (size_t i = 0; i < diags.count; i++) {
             const weir_diag_t *d = &diags.items[i];
             weir_log(d->level == WEIR_DIAG_ERROR ? WEIR_LOG_ERROR : WEIR_LOG_WARN,
                      "config reload: %s:%u:%u: %s", d->file, d->line, d->col, d->msg);
+            weir_buf_appendf(&rl.rejection, "%s:%u:%u: %s: %s\n", d->file, d->line, d->col,
+                             d->level == WEIR_DIAG_ERROR ? "error" : "warning", d->msg);
         }
         weir_log_error("config reload rejected (%zu error(s)): the previous config keeps serving",
                        diags.errors);
@@ -118,6 +124,7 @@ int weir_reload_now(void)
         return -1;
     }
     weir_config_warn_unapplied(cfg, &diags);
+    weir_analyze(cfg, &diags);
     weir_snapshot_t *snap = rl.build(cfg, rl.ctx, &diags);
     for (size_t i = 0; i < diags.count; i++) {
         const weir_diag_t *d = &diags.items[i];
@@ -125,6 +132,7 @@ int weir_reload_now(void)
     }
     weir_diags_clear(&diags);
     weir_snapshot_set_current(snap);
+    weir_buf_reset(&rl.rejection);
     rl.hash = h;
     rl.successes++;
     weir_log_info("config reloaded (generation %llu)", (unsigned long long)snap->generation);
@@ -216,6 +224,7 @@ void weir_reload_stop(void)
     rl.running = false;
     for (size_t i = 0; i < rl.n_watches; i++)
         uv_close((uv_handle_t *)&rl.watches[i], NULL);
+    weir_buf_free(&rl.rejection);
     uv_close((uv_handle_t *)&rl.quiet, NULL);
     uv_close((uv_handle_t *)&rl.poll, NULL);
     uv_close((uv_handle_t *)&rl.hup, NULL);
@@ -234,4 +243,9 @@ uint64_t weir_reload_failures(void)
 uint64_t weir_reload_config_hash(void)
 {
     return rl.hash;
+}
+
+const char *weir_reload_last_rejection(void)
+{
+    return rl.rejection.len ? rl.rejection.base : "";
 }

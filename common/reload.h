@@ -43,5 +43,8 @@ int weir_reload_now(void);
 uint64_t weir_reload_successes(void);
 uint64_t weir_reload_failures(void);
 uint64_t weir_reload_config_hash(void);
+/* The diagnostics of the last rejected reload, one per line (for /config_dump); "" when the
+ * last reload was accepted. */
+const char *weir_reload_last_rejection(void);
 
 #endif

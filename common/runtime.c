@@ -6,13 +6,21 @@
 #include <string.h>
 #include <uv.h>
 
+#include "common/admin.h"
+#include "common/analyze.h"
+#include "common/admin_pages.h"
 #include "common/identity.h"
+#include "common/metrics.h"
 #include "common/log.h"
 #include "common/reload.h"
 #include "common/loop.h"
 #include "common/snapshot.h"
 
 static uv_signal_t sigterm, sigint;
+static uv_timer_t drain_timer;
+static uint64_t drain_deadline_ms;
+static double drain_seconds = 5;
+static bool drain_started, drain_timer_ready;
 
 void weir_runtime_cli_defaults(weir_cli_t *cli)
 {
@@ -24,6 +32,10 @@ void weir_runtime_cli_defaults(weir_cli_t *cli)
     cli->stream_idle_timeout_s = -1;
     cli->connect_timeout_s = -1;
     cli->trust_domain = "cluster.local";
+    cli->admin = "127.0.0.1:15000";
+    cli->health_port = 15021;
+    cli->prometheus_port = 15090;
+    cli->drain_seconds = 5;
 }
 
 weir_config_t *weir_runtime_load_config(const weir_cli_t *cli)
@@ -34,8 +46,10 @@ weir_config_t *weir_runtime_load_config(const weir_cli_t *cli)
     }
     weir_diags_t diags = WEIR_DIAGS_INIT;
     weir_config_t *cfg = weir_config_load(cli->paths, cli->n_paths, &diags);
-    if (cfg)
+    if (cfg) {
         weir_config_warn_unapplied(cfg, &diags);
+        weir_analyze(cfg, &diags);
+    }
     weir_diags_print(&diags, stderr);
     weir_diags_clear(&diags);
     return cfg;
@@ -46,7 +60,20 @@ static uint64_t seconds_to_ms(double s, uint64_t fallback)
     return s < 0 ? fallback : (uint64_t)(s * 1000.0);
 }
 
-int weir_runtime_start(const weir_cli_t *cli, weir_proxy_options_t *opts)
+static void start_drain(void);
+
+/* "127.0.0.1:15000" -> bind and port; false for "off" or a malformed value. */
+static bool parse_admin(const char *spec, char *bind, size_t len, uint32_t *port)
+{
+    const char *colon = spec ? strrchr(spec, ':') : NULL;
+    if (colon == NULL || strcmp(spec, "off") == 0)
+        return false;
+    snprintf(bind, len, "%.*s", (int)(colon - spec), spec);
+    *port = (uint32_t)strtoul(colon + 1, NULL, 10);
+    return *port > 0;
+}
+
+int weir_runtime_start(const weir_cli_t *cli, weir_proxy_options_t *opts, const char *role)
 {
     weir_log_set_level(cli->log_level);
     if (cli->certs_dir && weir_identity_load(cli->certs_dir, cli->trust_domain) != 0)
@@ -65,7 +92,27 @@ int weir_runtime_start(const weir_cli_t *cli, weir_proxy_options_t *opts)
     opts->shadow_host_suffix = !cli->no_shadow_host_suffix;
     weir_proxy_init(opts);
     signal(SIGPIPE, SIG_IGN); /* a peer that goes away is an error code, not a death */
-    return 0;
+    drain_seconds = cli->drain_seconds;
+    const char *app = weir_labels_get(&cli->labels, "app");
+    weir_proxy_set_metrics_identity(weir_metrics_peer(app ? app : role, cli->namespace,
+                                                      weir_identity_id(), app ? app : role,
+                                                      weir_labels_get(&cli->labels, "version")));
+    char bind[64];
+    uint32_t admin_port = 0;
+    bool admin = parse_admin(cli->admin, bind, sizeof(bind), &admin_port);
+    if (cli->admin && !admin && strcmp(cli->admin, "off") != 0) {
+        fprintf(stderr, "weir: --admin: expected ADDR:PORT or off, got \"%s\"\n", cli->admin);
+        return -1;
+    }
+    weir_admin_options_t ao = {
+        .admin_bind = admin ? bind : NULL,
+        .admin_port = admin_port,
+        .health_port = cli->health_port,
+        .prometheus_port = cli->prometheus_port,
+        .role = role,
+        .quit = start_drain,
+    };
+    return weir_admin_pages_start(&ao);
 }
 
 int weir_runtime_listen(const char *bind, unsigned port, const weir_listener_opts_t *opts)
@@ -79,18 +126,46 @@ int weir_runtime_listen(const char *bind, unsigned port, const weir_listener_opt
     return 0;
 }
 
+/* Every 50 ms while draining: done once nothing is in flight, or at the deadline. */
+static void on_drain_tick(uv_timer_t *t)
+{
+    size_t active = weir_proxy_active_requests();
+    if (active == 0 || weir_now_ms() >= drain_deadline_ms) {
+        if (active)
+            weir_log_warn("drain deadline: %zu request(s) still in flight are cut", active);
+        uv_timer_stop(t);
+        uv_stop(weir_loop());
+    }
+}
+
+static void start_drain(void)
+{
+    if (drain_started)
+        return;
+    drain_started = true;
+    weir_admin_set_ready(false);
+    weir_proxy_drain();
+    drain_deadline_ms = weir_now_ms() + (uint64_t)(drain_seconds * 1000.0);
+    uv_timer_start(&drain_timer, on_drain_tick, 0, 50);
+}
+
+/* The handlers stay installed while draining: a second SIGTERM (kubelet, a test) must not
+ * fall back to the default action and cut the requests still finishing. */
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
-    weir_log_info("signal %d: stopping", signum);
-    weir_proxy_close_listeners();
-    weir_proxy_close_idle();
-    uv_signal_stop(&sigterm);
-    uv_signal_stop(&sigint);
-    uv_stop(weir_loop());
+    if (drain_started) {
+        weir_log_info("signal %d: already draining", signum);
+        return;
+    }
+    weir_log_info("signal %d: draining (at most %.1f s)", signum, drain_seconds);
+    start_drain();
 }
 
 void weir_runtime_run(void)
 {
+    weir_admin_set_ready(true);
+    uv_timer_init(weir_loop(), &drain_timer);
+    drain_timer_ready = true;
     uv_signal_init(weir_loop(), &sigterm);
     uv_signal_init(weir_loop(), &sigint);
     uv_signal_start(&sigterm, on_stop_signal, SIGTERM);
@@ -100,6 +175,9 @@ void weir_runtime_run(void)
 
 void weir_runtime_shutdown(void)
 {
+    weir_admin_close_all();
+    if (drain_timer_ready)
+        uv_close((uv_handle_t *)&drain_timer, NULL);
     weir_access_log_close();
     weir_reload_stop();
     weir_identity_unload();

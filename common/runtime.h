@@ -15,15 +15,18 @@ void weir_runtime_cli_defaults(weir_cli_t *cli);
 /* Loads every -c path. Prints diagnostics to stderr; returns NULL when there was an error. */
 weir_config_t *weir_runtime_load_config(const weir_cli_t *cli);
 
-/* Loads the mesh identity (--certs), opens the access log and initialises the proxy with
- * `opts` adjusted by the command line's timeouts. Returns 0, or prints the problem and
- * returns -1. */
-int weir_runtime_start(const weir_cli_t *cli, weir_proxy_options_t *opts);
+/* Loads the mesh identity (--certs), opens the access log, initialises the proxy with `opts`
+ * adjusted by the command line's timeouts, opens the admin (--admin), health (15021) and
+ * Prometheus (15090) ports, and names this proxy in Istio's metrics (workload from the app
+ * label, else `role`). Returns 0, or prints the problem and returns -1. */
+int weir_runtime_start(const weir_cli_t *cli, weir_proxy_options_t *opts, const char *role);
 
 /* Opens one listener, logging where it listens; returns 0 or -1 (logged). */
 int weir_runtime_listen(const char *bind, unsigned port, const weir_listener_opts_t *opts);
 
-/* Runs the loop until SIGTERM or SIGINT, then closes the listeners and idle connections. */
+/* Declares the proxy ready (/healthz/ready) and runs the loop. SIGTERM or SIGINT (or POST
+ * /quitquitquit) drains: readiness fails, listeners close, keep-alive responses carry
+ * Connection: close, and the loop ends once no request is in flight or at --drain-seconds. */
 void weir_runtime_run(void);
 
 /* Closes the access log and drops the current snapshot. */

@@ -65,7 +65,7 @@ int weir_gateway_main(int argc, char **argv, int first)
     weir_proxy_options_t opts;
     weir_proxy_options_default(&opts);
     opts.use_remote_address = true; /* the edge appends the client to x-forwarded-for */
-    if (weir_runtime_start(&g.cli, &opts) != 0)
+    if (weir_runtime_start(&g.cli, &opts, "istio-ingressgateway") != 0)
         goto shutdown;
     weir_listener_opts_t lo = {.kind = WEIR_LISTENER_GATEWAY};
     for (size_t i = 0; i < snap->n_listeners; i++) {
