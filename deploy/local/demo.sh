@@ -11,6 +11,19 @@
 #                                Already up? It is taken down first.
 #   deploy/local/demo.sh down    remove every process, namespace and file the demo recorded.
 #   deploy/local/demo.sh status  what runs.
+#   deploy/local/demo.sh mirror on|off
+#                                edit the running demo's VirtualService (/run/weir-demo/config/
+#                                virtualservice.yaml) so that every /v1 request is also mirrored
+#                                to v2 (examples/mirror.yaml), or not (the seed's file); the
+#                                proxies reload it live. A curl loop through the gateway runs
+#                                across the change and must see only 200 V1; then a few curls of
+#                                /v1 and the shadow requests they caused in v2's sidecar access
+#                                log (Host <host>-shadow).
+#   deploy/local/demo.sh split N|off
+#                                send N % of the mesh's web-service traffic to v2 and the rest to
+#                                v1 (examples/split.yaml as /run/weir-demo/config/split.yaml), or
+#                                go back to the default route; then 20 curls of
+#                                http://web-service/ from the client pod and the V1/V2 counts.
 #
 # Environment: WEIR_DEMO_PORT (default 8080) for the port-forward; WEIR_BIN=PATH to run that binary
 # instead of building build/weir; WEIR_DEMO_SKIP_PACKAGES=1 to skip the package check.
@@ -220,14 +233,153 @@ demo: up. From this host:
   sidecars:     $STATE/sidecar-{v1,v2,client}.access.log (JSON, with the peers' SPIFFE IDs)
   certificates: $STATE/certs (mesh CA in ca/, one workload certificate per pod)
   status:       $0 status
+  mirroring:    $0 mirror on    (and: mirror off)    # /v1 copied to v2 as a shadow
+  splitting:    $0 split 10     (and: split off)     # 10 % of web-service to v2
   tear down:    deploy/local/demo.sh down
 EOF
+}
+
+# ---- live traffic-policy changes (mirror, split) ----
+
+need_up() {
+    need_root "$1"
+    is_up || die "the demo is not up (start it with: $0)"
+    cluster_load "$STATE" || die "cannot read $STATE"
+}
+
+# config_put FILE: stdin to FILE atomically (a name the proxies ignore, then a rename), readable
+# by the sidecars (uid 1337).
+config_put() {
+    local tmp="$1.tmp.$$"
+    cat >"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$1"
+}
+
+# reloads LOG: how many reloads a proxy has logged.
+reloads() { grep -c 'config reloaded (generation' "$1" 2>/dev/null || true; }
+
+# wait_reload LOG BEFORE: waits up to 5 s for LOG to log a reload after BEFORE; prints the
+# time it took.
+wait_reload() {
+    local log=$1 before=$2 t0
+    t0=$(date +%s%N)
+    while (($(reloads "$log") <= before)); do
+        if grep -q 'config reload rejected' "$log" && [[ $(grep -E 'config reload(ed| rejected)' "$log" | tail -n 1) == *rejected* ]]; then
+            grep 'config reload' "$log" | tail -n 5 >&2
+            die "$(basename "$log" .log) rejected the change: the previous config keeps serving"
+        fi
+        (($(date +%s%N) - t0 < 5000000000)) || die "$(basename "$log" .log) did not reload within 5 s (see $log)"
+        sleep 0.05
+    done
+    echo "$((($(date +%s%N) - t0) / 1000000)) ms"
+}
+
+# shadow_lines FILE FROM: the requests in a JSON sidecar access log, from line FROM on, whose
+# authority ends in -shadow, as "METHOD PATH authority=A -> STATUS".
+shadow_lines() {
+    tail -n "+$2" "$1" | grep '"authority":"[^"]*-shadow[":]' |
+        sed -E 's/.*"method":"([^"]*)".*"path":"([^"]*)".*"response_code":([0-9]+).*"authority":"([^"]*)".*/\1 \2 authority=\4 -> \3/' || true
+}
+
+do_mirror() {
+    local want=${1:-}
+    [[ $want == on || $want == off ]] || die "usage: $0 mirror on|off"
+    need_up "mirror $want"
+    local vs="$STATE/config/virtualservice.yaml" src
+    if [[ $want == on ]]; then src="$HERE/examples/mirror.yaml"; else src="$HERE/virtualservice.yaml"; fi
+    [[ -f $src ]] || die "missing $src"
+
+    if cmp -s "$src" "$vs"; then
+        msg "mirroring of /v1 to v2 is already $want"
+    else
+        # The user's story: curl keeps running across the change and never sees an error.
+        local -a urls=()
+        for _ in $(seq 1 60); do urls+=("http://gateway/v1"); done
+        pod_exec client curl -s --max-time 30 --rate 20/s -w '\n%{http_code}\n' "${urls[@]}" \
+            >"$STATE/mirror-loop.out" 2>&1 &
+        local loop=$!
+        sleep 0.5
+        local before took
+        before=$(reloads "$STATE/gateway.log")
+        config_put "$vs" <"$src" || die "cannot write $vs"
+        took=$(wait_reload "$STATE/gateway.log" "$before")
+        local what="deploy/local/examples/mirror.yaml"
+        [[ $want == off ]] && what="the seed's deploy/local/virtualservice.yaml"
+        msg "mirroring of /v1 to v2 turned $want: $vs is now $what; the gateway reloaded it after $took"
+        wait "$loop" || true
+        local n200 nv1
+        n200=$(grep -c '^200$' "$STATE/mirror-loop.out" || true)
+        nv1=$(grep -c 'This is version V1!' "$STATE/mirror-loop.out" || true)
+        msg "a curl loop ran across the change: 60 requests to /v1, $n200 answered 200, $nv1 with V1 (no error: $([[ $n200 == 60 && $nv1 == 60 ]] && echo yes || echo NO))"
+    fi
+
+    echo
+    local v2log="$STATE/sidecar-v2.access.log" from code body
+    from=$(($(wc -l <"$v2log") + 1))
+    msg "from the client pod, through the gateway:"
+    for _ in 1 2 3 4 5; do
+        code=$(pod_exec client curl -sS --max-time 5 -o "$STATE/last-body" -w '%{http_code}' http://gateway/v1) ||
+            die "curl http://gateway/v1 failed"
+        body=$(cat "$STATE/last-body")
+        printf '  curl http://gateway/v1 -> %s %s\n' "$code" "$body"
+    done
+    sleep 0.5
+    local shadows
+    shadows=$(shadow_lines "$v2log" "$from")
+    echo
+    if [[ -n $shadows ]]; then
+        msg "what v2's sidecar received meanwhile (its access log, $v2log), shadow copies marked by their Host:"
+        local l
+        while IFS= read -r l; do printf '  %s\n' "$l"; done <<<"$shadows"
+    else
+        msg "v2's sidecar received no -shadow request meanwhile ($v2log)"
+    fi
+    if [[ $want == on && -z $shadows ]]; then
+        msg "note: no shadow arrived: does this weir build mirror yet? (weir validate warns about fields it does not apply)"
+    fi
+}
+
+do_split() {
+    local n=${1:-}
+    [[ $n == off || ($n =~ ^[0-9]+$ && $n -le 100) ]] || die "usage: $0 split N|off (N: 0..100, the percentage for v2)"
+    need_up "split $n"
+    local file="$STATE/config/split.yaml" log="$STATE/sidecar-client.log" before took
+    before=$(reloads "$log")
+    if [[ $n == off ]]; then
+        if [[ -f $file ]]; then
+            rm -f "$file"
+            took=$(wait_reload "$log" "$before")
+            msg "split removed ($file); the client's sidecar reloaded after $took: web-service takes Istio's default route (both versions)"
+        else
+            msg "no split is in place"
+        fi
+    else
+        awk -v v1=$((100 - n)) -v v2="$n" '
+            /^ *weight:/ { k++; sub(/weight: *[0-9]+/, "weight: " (k == 1 ? v1 : v2)) } { print }' \
+            "$HERE/examples/split.yaml" | config_put "$file" || die "cannot write $file"
+        took=$(wait_reload "$log" "$before")
+        msg "web-service split v1 $((100 - n)) / v2 $n ($file); the client's sidecar reloaded after $took"
+    fi
+
+    echo
+    msg "from the client pod, through its sidecar: 20 x curl http://web-service/"
+    local v1=0 v2=0 other=0 page
+    for _ in $(seq 1 20); do
+        page=$(pod_exec client curl -sS --max-time 5 http://web-service/ 2>&1) || { other=$((other + 1)); continue; }
+        case $page in
+        *"This is version V1!"*) v1=$((v1 + 1)) ;;
+        *"This is version V2!"*) v2=$((v2 + 1)) ;;
+        *) other=$((other + 1)) ;;
+        esac
+    done
+    printf '  V1: %d  V2: %d%s\n' "$v1" "$v2" "$( ((other > 0)) && printf '  other/errors: %d' "$other")"
 }
 
 case ${1:-up} in
 up) do_up ;;
 down) do_down ;;
 status) do_status ;;
+mirror) do_mirror "${2:-}" ;;
+split) do_split "${2:-}" ;;
 -h | --help | help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
-*) die "unknown command '$1' (up, down, status)" ;;
+*) die "unknown command '$1' (up, down, status, mirror on|off, split N|off)" ;;
 esac

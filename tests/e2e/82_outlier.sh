@@ -4,15 +4,15 @@
 #  - two endpoints, A answering 500 to everything, B healthy, consecutive5xxErrors 5, interval
 #    1s, baseEjectionTime 3s, maxEjectionPercent 100: A is ejected after its 5th consecutive 5xx
 #    (at most 2 more requests of slack), gets no request for baseEjectionTime, and gets requests
-#    again within base + interval + 1 s;
+#    again within base + interval + 1 s; made healthy, it serves its share again;
 #  - the same without maxEjectionPercent (default 10 %): with 2 hosts A is never ejected (S2);
 #  - a single endpoint answering 500 with maxEjectionPercent 100: once ejected, requests get
 #    503 "no healthy upstream", flag UH (minHealthPercent 0: no panic mode, S9).
 # Istio's default retry policy does not retry a 500, so the client sees A's 500s until the
 # ejection. ROUND_ROBIN keeps the spread of sequential requests exact.
-# Pods: gw, client, mclient (sidecar), ea (echo_servers a1, a2, s: all --fail-all 500),
-# eb (echo_servers b1, b2: healthy).
-# shellcheck disable=SC2016
+# Pods: gw, client, mclient (sidecar), ea (echo_servers a1, told to fail at run time and to
+# recover at the end, a2 and s: --fail-all 500), eb (echo_servers b1, b2: healthy).
+# shellcheck disable=SC2016,SC2119
 set -euo pipefail
 
 WEIR_SOURCE_DIR=${WEIR_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -92,7 +92,7 @@ out=$("$WEIR_BIN" validate -c "$D/config" 2>&1) || fail "weir validate refuses t
 policy_pods || fail "pods"
 pod_add ea "$EA_IP" || fail "pod ea"
 pod_add eb "$EB_IP" || fail "pod eb"
-echo_start ea a1 "$EA_IP:80" --fail-all 500
+echo_start ea a1 "$EA_IP:80"
 echo_start ea a2 "$EA_IP:81" --fail-all 500
 echo_start ea s "$EA_IP:82" --fail-all 500
 echo_start eb b1 "$EB_IP:80"
@@ -114,6 +114,10 @@ one() {
 }
 
 for via in gw mesh; do
+    say "[$via] A is told to answer 500 to everything (echo_server /admin/fail), B stays healthy"
+    out=$(echo_admin "$EA_IP:80" 'fail?status=500')
+    [[ $out == "mode=fail status=500 "* ]] || fail "echo_server a1 did not switch to failing: $out"
+
     say "[$via] A (500 to everything) is ejected after its 5th consecutive 5xx, with at most 2 requests of slack (T3)"
     # Sequential requests until A has answered again after a gap of 2 s or more, or 15 s.
     rec="$D/od-$via.rec"
@@ -134,8 +138,7 @@ for via in gw mesh; do
     # The A answers: their times, and where the first gap of 2 s or more lies.
     mapfile -t ta < <(awk '$3 == "a1" { print $1 }' "$rec")
     bad=$(awk '($3 == "a1" && $2 != 500) || ($3 == "b1" && $2 != 200) || ($3 != "a1" && $3 != "b1")' "$rec" | head -n 3)
-    [[ -z $bad ]] && check "[$via] answers other than 500 from A and 200 from B" "" "" ||
-        flunk "[$via] answers other than 500 from A and 200 from B: $bad"
+    [[ -z $bad ]] || flunk "[$via] answers other than 500 from A and 200 from B: $bad"
     gap_at=-1
     for ((k = 1; k < ${#ta[@]}; k++)); do
         if ((ta[k] - ta[k - 1] >= 2000)); then gap_at=$k; break; fi
@@ -155,6 +158,15 @@ for via in gw mesh; do
             flunk "[$via] A came back after $gap ms, later than base + interval + 1 s"
         during=$(awk -v a="${ta[gap_at - 1]}" -v b="${ta[gap_at]}" '$1 > a && $1 < b && !($2 == 200 && $3 == "b1")' "$rec" | wc -l)
         check "[$via] answers other than 200 from B while A was ejected" "$during" 0
+
+        say "[$via] A, healthy again (/admin/ok) now that it is back, answers its share with 200"
+        echo_admin "$EA_IP:80" ok >/dev/null
+        rec="$D/od-$via-ok.rec"
+        : >"$rec"
+        for i in $(seq 1 10); do one "$via" "/od/ok-$i" >>"$rec"; done
+        check "[$via] answers other than 200 after A recovered" "$(awk '$2 != 200' "$rec" | wc -l)" 0
+        n=$(awk '$3 == "a1"' "$rec" | wc -l)
+        ((n >= 3)) || flunk "[$via] the recovered A answered $n of 10 requests (round robin over 2 hosts)"
     fi
 
     say "[$via] without maxEjectionPercent (10 %), A of 2 hosts is never ejected (S2)"

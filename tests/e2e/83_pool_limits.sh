@@ -10,7 +10,7 @@
 #    without it the proxy reuses its upstream connection;
 #  - tcp.connectTimeout 500ms to an address nobody answers: 503 UF after about 0.5 s.
 # Pods: gw, client, mclient (sidecar), e1 (echo_servers p1, p2, p3, e); 10.244.0.99 has no pod.
-# shellcheck disable=SC2016
+# shellcheck disable=SC2016,SC2119
 set -euo pipefail
 
 WEIR_SOURCE_DIR=${WEIR_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}

@@ -13,7 +13,7 @@
 #    the answer is 504 UT; the route timeout bounds all the tries together.
 # Pods: gw, client, mclient (sidecar), e1 (echo_server v1), e2 (echo_server u on :80, nothing
 # on :81).
-# shellcheck disable=SC2016
+# shellcheck disable=SC2016,SC2119
 set -euo pipefail
 
 WEIR_SOURCE_DIR=${WEIR_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}

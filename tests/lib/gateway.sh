@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # GW_PID, SIDECAR_PID, ECHO_PID are for the tests
 # tests/lib/gateway.sh: start `weir gateway` in a pod of a tests/lib/netns.sh cluster.
 # Source after netns.sh. Uses WEIR_BIN.
 # The second half has what the traffic-policy tests (tests/e2e/8x) share: a client sidecar,
@@ -200,20 +201,20 @@ reload_marks() {
 reload_wait() {
     local -a marks now
     read -ra marks <<<"$1"
-    local timeout=${2:-5} deadline i done
+    local timeout=${2:-5} deadline i all
     deadline=$((SECONDS + timeout))
     while ((SECONDS < deadline)); do
         read -ra now <<<"$(reload_marks)"
-        done=1
+        all=1
         for i in "${!PROXY_LOGS[@]}"; do
             if ((${now[$i]#*/} > ${marks[$i]#*/})); then
                 printf 'reload rejected by %s:\n%s\n' "${PROXY_LOGS[$i]}" \
                     "$(grep 'config reload' "${PROXY_LOGS[$i]}" | tail -n 5)" >&2
                 return 1
             fi
-            ((${now[$i]%/*} > ${marks[$i]%/*})) || done=0
+            ((${now[$i]%/*} > ${marks[$i]%/*})) || all=0
         done
-        ((done)) && return 0
+        ((all)) && return 0
         sleep 0.05
     done
     printf 'no reload within %ss (marks %s, now %s)\n' "$timeout" "$1" "$(reload_marks)" >&2

@@ -1,7 +1,7 @@
 /* tests/tools/echo_server.c: the backend that end-to-end tests put behind weir.
  *
  *   echo_server --listen IP:PORT [--listen IP:PORT ...] --name NAME [--log FILE]
- *               [--fail-all STATUS | --hang-all | --delay-all MS]
+ *               [--fail-all STATUS | --hang-all | --delay-all MS | --stall-all]
  *
  * One process, one libuv loop, HTTP/1.1 through weir's own codec (common/http_codec.h), with
  * keep-alive and pipelining (responses go out in request order). Bodies are streamed both
@@ -25,7 +25,9 @@
  * The whole server can be told to misbehave, for every request except /admin/...: at start with
  * --fail-all STATUS (answer STATUS, body "status=NNN name=NAME"), --hang-all (read the request,
  * never answer, keep the connection) or --delay-all MS (the default answer MS ms late), and at
- * run time with
+ * run time with the commands below. --stall-all accepts connections and never reads from them,
+ * a peer that cannot keep up (the sender's writes block once the socket buffers are full); it
+ * cannot be switched off, since not even /admin/ requests are read. The commands:
  *   /admin/fail?status=NNN   /admin/hang   /admin/delay?ms=MS   /admin/ok (back to normal)
  *   /admin/count             "count=N" requests (not /admin/...) read in full since start/reset
  *   /admin/reset             count and /flaky counters back to zero
@@ -64,7 +66,7 @@
 #define FLAKY_SLOTS 1024
 #define FLAKY_KEY_MAX 64
 
-typedef enum { MODE_OK, MODE_FAIL, MODE_HANG, MODE_DELAY } srv_mode_t;
+typedef enum { MODE_OK, MODE_FAIL, MODE_HANG, MODE_DELAY, MODE_STALL } srv_mode_t;
 
 typedef struct {
     char key[FLAKY_KEY_MAX + 1];
@@ -271,6 +273,8 @@ static const char *mode_name(const server_t *srv)
         return "hang";
     case MODE_DELAY:
         return "delay";
+    case MODE_STALL:
+        return "stall";
     default:
         return "ok";
     }
@@ -628,6 +632,7 @@ static int on_head(weir_http_parser_t *p, weir_http_head_t *h)
             c->keep_alive = h->keep_alive;
             break;
         case MODE_OK:
+        case MODE_STALL: /* nothing is read, so nothing gets here */
             break;
         }
     }
@@ -768,7 +773,7 @@ static const weir_http_parser_cbs_t parser_cbs = {
 static void update_reading(conn_t *c)
 {
     bool want;
-    if (c->closing || c->read_eof)
+    if (c->closing || c->read_eof || c->srv->mode == MODE_STALL)
         want = false;
     else if (c->shutting)
         want = true; /* discard until EOF */
@@ -1014,7 +1019,7 @@ static void add_listener(server_t *srv, const char *spec)
 static void usage(void)
 {
     fprintf(stderr, "usage: echo_server --listen IP:PORT [--listen IP:PORT ...] --name NAME "
-                    "[--log FILE] [--fail-all STATUS | --hang-all | --delay-all MS]\n");
+                    "[--log FILE] [--fail-all STATUS | --hang-all | --delay-all MS | --stall-all]\n");
     exit(2);
 }
 
@@ -1029,6 +1034,10 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "--hang-all") == 0) {
             srv->mode = MODE_HANG;
+            continue;
+        }
+        if (strcmp(a, "--stall-all") == 0) {
+            srv->mode = MODE_STALL;
             continue;
         }
         if (i + 1 >= argc)
