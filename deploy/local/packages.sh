@@ -6,7 +6,7 @@
 WEIR_PACKAGES=(
     cmake make gcc libc6-dev pkg-config libuv1-dev node-llhttp libmbedtls-dev libyaml-dev libpcre2-dev
     libjansson-dev libcmocka-dev busybox curl socat iproute2 iptables tcpdump nginx-light
-    haproxy wrk openssl prometheus
+    haproxy wrk openssl prometheus jq
 )
 
 # weir_missing_packages: prints the packages of WEIR_PACKAGES that are not installed.

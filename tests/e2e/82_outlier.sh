@@ -7,7 +7,9 @@
 #    again within base + interval + 1 s; made healthy, it serves its share again;
 #  - the same without maxEjectionPercent (default 10 %): with 2 hosts A is never ejected (S2);
 #  - a single endpoint answering 500 with maxEjectionPercent 100: once ejected, requests get
-#    503 "no healthy upstream", flag UH (minHealthPercent 0: no panic mode, S9).
+#    503 "no healthy upstream", flag UH (minHealthPercent 0: no panic mode, S9); the proxy's
+#    admin /clusters shows the ejection as it happens (health_flags::/failed_outlier_check, and
+#    in ?format=json), and shows the host healthy again once baseEjectionTime is over.
 # Istio's default retry policy does not retry a 500, so the client sees A's 500s until the
 # ejection. ROUND_ROBIN keeps the spread of sequential requests exact.
 # Pods: gw, client, mclient (sidecar), ea (echo_servers a1, told to fail at run time and to
@@ -23,7 +25,7 @@ source "$WEIR_SOURCE_DIR/tests/lib/netns.sh"
 source "$WEIR_SOURCE_DIR/tests/lib/gateway.sh"
 
 require_root
-require_cmd ip curl timeout setpriv iptables
+require_cmd ip curl timeout setpriv iptables jq
 [[ -x $WEIR_BIN ]] || fail "weir binary $WEIR_BIN not found (build first)"
 [[ -x $ECHO_SERVER ]] || fail "echo_server $ECHO_SERVER not found (build first)"
 
@@ -194,6 +196,28 @@ for via in gw mesh; do
     check "[$via] the last answer's body" "$(cat "$D/one.body")" "no healthy upstream"
     access_line "\"GET /single/$via/12 HTTP/1.1\" 503 UH " "$(via_access "$via")" 3 >/dev/null ||
         flunk "[$via] no '503 UH' access-log line for /single/$via/12"
+
+    say "[$via] the proxy's admin /clusters shows the ejection, then the host healthy again"
+    admin_pod=gw
+    [[ $via == mesh ]] && admin_pod=mclient
+    cluster="outbound|80||single.default.svc.cluster.local"
+    flags=$(pod_exec "$admin_pod" curl -sS --max-time 3 http://127.0.0.1:15000/clusters |
+        grep -F "$cluster::$EA_IP:82::health_flags::" || true)
+    check "[$via] /clusters health_flags of the ejected host" "$flags" \
+        "$cluster::$EA_IP:82::health_flags::/failed_outlier_check"
+    json=$(pod_exec "$admin_pod" curl -sS --max-time 3 'http://127.0.0.1:15000/clusters?format=json')
+    check "[$via] /clusters?format=json: ejected, failed_outlier_check, ejections" "$(jq -r --arg c "$cluster" \
+        '.cluster_statuses[] | select(.name == $c) | .host_statuses[0] |
+         "\(.outlier.ejected) \(.health_status.failed_outlier_check) \(.outlier.num_ejections)"' <<<"$json")" \
+        "true true 1"
+    healthy=""
+    for _ in $(seq 1 50); do
+        healthy=$(pod_exec "$admin_pod" curl -sS --max-time 3 http://127.0.0.1:15000/clusters |
+            grep -F "$cluster::$EA_IP:82::health_flags::healthy" || true)
+        [[ -n $healthy ]] && break
+        sleep 0.1
+    done
+    [[ -n $healthy ]] || flunk "[$via] /clusters still shows the host ejected 5 s after baseEjectionTime began"
 done
 
 say "the gateway and the sidecar exit 0 on SIGTERM, with no sanitizer report"
