@@ -105,6 +105,7 @@ weir_cluster_t *weir_cluster_build(const weir_config_t *cfg, const char *host_fq
                                    const char *subset, uint32_t port)
 {
     weir_cluster_t *c = weir_mem_calloc(1, sizeof(*c));
+    c->idle_timeout_ms = WEIR_CLUSTER_DEFAULT_IDLE_TIMEOUT_MS;
     const weir_service_entry_t *se = weir_config_find_service(cfg, host_fqdn);
     const weir_service_port_t *sp = se ? find_service_port(se, port) : NULL;
     if (sp != NULL)

@@ -74,7 +74,16 @@ typedef struct weir_cluster {
     struct weir_outlier *od;
     uint32_t min_health_percent; /* panic threshold: below it, ejections are ignored */
     uint64_t connect_timeout_ms; /* connectionPool.tcp.connectTimeout; 0: the proxy's default */
+    /* connectionPool http.idleTimeout (else tcp.idleTimeout): an upstream connection idle in
+     * the pool this long is closed; Envoy's 1 h by default, 0: never. */
+    uint64_t idle_timeout_ms;
+    /* connectionPool.tcp.tcpKeepalive: SO_KEEPALIVE on upstream connections; a 0 field keeps
+     * the OS default. */
+    bool tcp_keepalive;
+    uint32_t keepalive_probes, keepalive_time_s, keepalive_interval_s;
 } weir_cluster_t;
+
+#define WEIR_CLUSTER_DEFAULT_IDLE_TIMEOUT_MS (3600u * 1000u) /* Envoy's upstream idle_timeout */
 
 /* Builds the cluster for (host, subset, port). port 0 means "the service's only port"; when
  * the service has several, the first. Never NULL. A host no ServiceEntry declares gives a

@@ -2588,8 +2588,6 @@ static void pool_tcp_idle(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml
 {
     pool_w *w = dst;
     w->tcp_idle_set = duration_of(ld, v, true, &w->tcp_idle_ms);
-    if (w->tcp_idle_set)
-        later(ld, key); /* idle upstream connections stay until the upstream closes them */
 }
 
 static void pool_http_idle(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,
@@ -2597,8 +2595,6 @@ static void pool_http_idle(ld_t *ld, const weir_yaml_node_t *key, const weir_yam
 {
     pool_w *w = dst;
     w->http_idle_set = duration_of(ld, v, false, &w->http_idle_ms);
-    if (w->http_idle_set)
-        later(ld, key);
 }
 
 static const field_t tcp_keepalive_fields[] = {
@@ -2613,8 +2609,6 @@ static void pool_tcp_keepalive(ld_t *ld, const weir_yaml_node_t *key, const weir
 {
     pool_w *w = dst;
     w->p.has_tcp_keepalive = walk(ld, v, tcp_keepalive_fields, &w->p.tcp_keepalive);
-    if (w->p.has_tcp_keepalive)
-        later(ld, key);
 }
 
 static void pool_max_duration(ld_t *ld, const weir_yaml_node_t *key, const weir_yaml_node_t *v,

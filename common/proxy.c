@@ -15,6 +15,8 @@
 #include "common/proxy.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <assert.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -100,6 +102,8 @@ typedef struct downstream {
 
 struct upstream {
     uv_tcp_t tcp;
+    uv_timer_t idle_timer; /* runs while parked in the pool: the cluster's idleTimeout */
+    int open_handles;      /* tcp and idle_timer: freed when both have closed */
     uv_connect_t connect_req;
     weir_pool_link_t link;
     weir_upstream_pool_t *pool;
@@ -817,6 +821,8 @@ static void wake_waiter(weir_pool_link_t *w);
 static void up_close_cb(uv_handle_t *h)
 {
     upstream_t *u = h->data;
+    if (--u->open_handles > 0)
+        return;
     if (u->cstate) { /* room for another connection: a waiting request may go */
         weir_cluster_state_gauges(u->cstate)->open_connections--;
         weir_cluster_state_notify(u->cstate, wake_waiter);
@@ -846,6 +852,7 @@ static void up_close(upstream_t *u)
     }
     downstream_t *partner = u->raw_down;
     u->raw_down = NULL;
+    uv_close((uv_handle_t *)&u->idle_timer, up_close_cb);
     uv_close((uv_handle_t *)&u->tcp, up_close_cb);
     if (partner) {
         partner->raw_up = NULL;
@@ -868,8 +875,56 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void up_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
 
-/* Keeps an idle pooled connection readable so a close by the server is noticed at once,
- * rather than when the next request is written into a dead socket. */
+static void up_idle_expired(uv_timer_t *t)
+{
+    upstream_t *u = t->data;
+    weir_log_debug("closing the connection to %s: idle for the cluster's idleTimeout",
+                   weir_upstream_pool_name(u->pool));
+    up_close(u);
+}
+
+/* Parks a finished connection in its endpoint's pool, under the idle timeout of the cluster
+ * that used it last. It stays readable so a close by the server is noticed at once, rather
+ * than when the next request is written into a dead socket. */
+static void up_park(upstream_t *u, const weir_cluster_t *c)
+{
+    u->reusable = false;
+    weir_http_parser_resume(u->parser);
+    u->idle = true;
+    weir_upstream_pool_put_idle(u->pool, &u->link);
+    uint64_t idle_ms = c ? c->idle_timeout_ms : WEIR_CLUSTER_DEFAULT_IDLE_TIMEOUT_MS;
+    if (idle_ms)
+        uv_timer_start(&u->idle_timer, up_idle_expired, idle_ms, 0);
+    up_update_reading(u);
+}
+
+/* A parked connection taken from the pool for a request. */
+static upstream_t *up_unpark(weir_pool_link_t *l)
+{
+    upstream_t *u = container_of(l, upstream_t, link);
+    u->idle = false;
+    uv_timer_stop(&u->idle_timer);
+    return u;
+}
+
+/* SO_KEEPALIVE as the DestinationRule's tcpKeepalive asks; the socket exists once the
+ * connect has been issued. Best effort: a refusal only costs the probes. */
+static void up_keepalive(upstream_t *u, const weir_cluster_t *c)
+{
+    uv_os_fd_t fd;
+    if (!c->tcp_keepalive || u->closing || uv_fileno((uv_handle_t *)&u->tcp, &fd) != 0)
+        return;
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    int v;
+    if ((v = (int)c->keepalive_time_s) > 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof(v));
+    if ((v = (int)c->keepalive_interval_s) > 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v));
+    if ((v = (int)c->keepalive_probes) > 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof(v));
+}
+
 static void up_release(stream_t *s)
 {
     upstream_t *u = s->up;
@@ -883,11 +938,7 @@ static void up_release(stream_t *s)
         up_close(u);
         return;
     }
-    u->reusable = false;
-    weir_http_parser_resume(u->parser);
-    u->idle = true;
-    weir_upstream_pool_put_idle(u->pool, &u->link);
-    up_update_reading(u);
+    up_park(u, s->cluster);
     if (u->cstate)
         weir_cluster_state_notify(u->cstate, wake_waiter);
 }
@@ -989,6 +1040,9 @@ static int up_open(weir_upstream_pool_t *pool, bool from_inbound_source, const u
     u->parser = weir_http_parser_new(WEIR_HTTP_RESPONSE, &up_cbs, u);
     uv_tcp_init(weir_loop(), &u->tcp);
     u->tcp.data = u;
+    uv_timer_init(weir_loop(), &u->idle_timer);
+    u->idle_timer.data = u;
+    u->open_handles = 2;
     u->connect_req.data = u;
     int rc = 0;
     if (tp && tp->config) {
@@ -1079,7 +1133,7 @@ static bool up_attach(stream_t *s, weir_endpoint_t *ep)
         if (g->open_connections >= lim->max_connections) {
             weir_pool_link_t *other = weir_cluster_state_take_any_idle(cs, ep->pool);
             if (other) {
-                up_close(container_of(other, upstream_t, link));
+                up_close(up_unpark(other)); /* already unlinked from its pool */
             } else if (g->pending_requests < lim->max_pending_requests) {
                 g->pending_requests++;
                 weir_cluster_state_counters(cs)->rq_pending_total++;
@@ -1093,8 +1147,7 @@ static bool up_attach(stream_t *s, weir_endpoint_t *ep)
         }
     }
     if (l) {
-        u = container_of(l, upstream_t, link);
-        u->idle = false;
+        u = up_unpark(l);
         set_timer(s->down, TIMER_STREAM, options.stream_idle_timeout_ms);
     } else {
         up_tls_params_t tp;
@@ -1112,6 +1165,7 @@ static bool up_attach(stream_t *s, weir_endpoint_t *ep)
                                    "connection failure");
             return false;
         }
+        up_keepalive(u, s->cluster);
         if (cs) {
             u->cstate = weir_cluster_state_ref(cs);
             weir_cluster_state_gauges(cs)->open_connections++;
@@ -2570,11 +2624,7 @@ static void shadow_finish(shadow_t *sh, shadow_end_t end)
         sh->up = NULL;
         u->shadow = NULL;
         if (end == SHADOW_DONE && sh->req_complete && u->reusable && u->tls_ready && !u->closing) {
-            u->reusable = false;
-            weir_http_parser_resume(u->parser);
-            u->idle = true;
-            weir_upstream_pool_put_idle(u->pool, &u->link);
-            up_update_reading(u);
+            up_park(u, sh->cluster);
         } else {
             up_close(u);
         }
@@ -2661,14 +2711,16 @@ static void mirror_start(stream_t *s)
         weir_pool_link_t *l = weir_upstream_pool_take_idle(ep->pool);
         upstream_t *u;
         if (l) {
-            u = container_of(l, upstream_t, link);
-            u->idle = false;
+            u = up_unpark(l);
         } else if (up_open(ep->pool, false, &tp, &u) < 0) {
             shadow_finish(sh, SHADOW_FAILED);
             continue;
-        } else if (c->state) {
-            u->cstate = weir_cluster_state_ref(c->state);
-            weir_cluster_state_gauges(c->state)->open_connections++;
+        } else {
+            up_keepalive(u, c);
+            if (c->state) {
+                u->cstate = weir_cluster_state_ref(c->state);
+                weir_cluster_state_gauges(c->state)->open_connections++;
+            }
         }
         u->shadow = sh;
         u->requests++;

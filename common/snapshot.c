@@ -119,6 +119,15 @@ static void bind_state(weir_snapshot_t *s, weir_cluster_t *c)
             l.max_retries = p->max_retries;
         l.max_requests_per_connection = p->max_requests_per_connection;
         c->connect_timeout_ms = p->connect_timeout_ms > 0 ? (uint64_t)p->connect_timeout_ms : 0;
+        if (p->has_idle_timeout)
+            c->idle_timeout_ms = (uint64_t)p->idle_timeout_ms;
+        if (p->has_tcp_keepalive) {
+            c->tcp_keepalive = true;
+            c->keepalive_probes = p->tcp_keepalive.probes;
+            /* Istio's durations become whole seconds, as Envoy's tcp_keepalive takes them */
+            c->keepalive_time_s = (uint32_t)((p->tcp_keepalive.time_ms + 999) / 1000);
+            c->keepalive_interval_s = (uint32_t)((p->tcp_keepalive.interval_ms + 999) / 1000);
+        }
     }
     weir_cluster_state_set_limits(c->state, &l);
     if (policy == NULL || !policy->has_outlier_detection || c->n_endpoints == 0) {

@@ -8,8 +8,11 @@
 #  - http2MaxRequests 1 (max active requests, HTTP/1.1 too): concurrent requests overflow;
 #  - maxRequestsPerConnection 1: every request reaches the backend on a new connection, where
 #    without it the proxy reuses its upstream connection;
-#  - tcp.connectTimeout 500ms to an address nobody answers: 503 UF after about 0.5 s.
-# Pods: gw, client, mclient (sidecar), e1 (echo_servers p1, p2, p3, e); 10.244.0.99 has no pod.
+#  - tcp.connectTimeout 500ms to an address nobody answers: 503 UF after about 0.5 s;
+#  - http.idleTimeout 1s: a pooled upstream connection idle for 2 s has been closed, so the next
+#    request comes on a new one, where without it (Envoy's 1 h) the connection is reused;
+#    tcpKeepalive turns SO_KEEPALIVE on (ss shows the keepalive timer).
+# Pods: gw, client, mclient (sidecar), e1 (echo_servers p1, p2, p3, e, i); 10.244.0.99 has no pod.
 # shellcheck disable=SC2016,SC2119
 set -euo pipefail
 
@@ -40,6 +43,7 @@ mkdir -p "$D/config"
     yaml_service active - "$E1_IP:81"
     yaml_service perconn - "$E1_IP:82"
     yaml_service nowhere - "$NOWHERE_IP:80"
+    yaml_service idle - "$E1_IP:84"
     cat <<'YAML'
 ---
 apiVersion: networking.istio.io/v1
@@ -75,6 +79,14 @@ spec:
     connectionPool: {tcp: {connectTimeout: 500ms}}
 ---
 apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: idle, namespace: default}
+spec:
+  host: idle
+  trafficPolicy:
+    connectionPool: {http: {idleTimeout: 1s}, tcp: {tcpKeepalive: {time: 30s, interval: 5s, probes: 3}}}
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: echo, namespace: default}
 spec:
@@ -89,6 +101,8 @@ spec:
     route: [{destination: {host: active}}]
   - match: [{uri: {prefix: /perconn/}}]
     route: [{destination: {host: perconn}}]
+  - match: [{uri: {prefix: /idle/}}]
+    route: [{destination: {host: idle}}]
   - match: [{uri: {prefix: /ct/}}]
     route: [{destination: {host: nowhere}}]
     retries: {attempts: 0}
@@ -103,6 +117,7 @@ echo_start e1 p1 "$E1_IP:80"
 echo_start e1 p2 "$E1_IP:81"
 echo_start e1 p3 "$E1_IP:82"
 echo_start e1 e "$E1_IP:83"
+echo_start e1 i "$E1_IP:84"
 gateway_start gw "$D/config" "$D/gateway.log" "$D/access.log"
 GW=$GW_PID
 sidecar_start mclient app=sleep sleep "$D/config"
@@ -188,6 +203,23 @@ for via in gw mesh; do
     [[ $out == *" 503" ]] || flunk "[$via] /ct/ gave '$out'"
     ((ms >= 400 && ms < 1500)) || flunk "[$via] the connect timeout took $ms ms, want about 500"
     access_line "\"GET /ct/$via HTTP/1.1\" 503 UF" "$access" 3 >/dev/null || flunk "[$via] no 503 UF access-log line for /ct/$via"
+
+    say "[$via] http.idleTimeout 1s: after 2 s idle the pooled connection is gone; without it, reused"
+    via_curl "$via" -s --max-time 5 -o /dev/null "$(via_url "$via" "/idle/$via/1")" || flunk "[$via] /idle/ failed"
+    via_curl "$via" -s --max-time 5 -o /dev/null "$(via_url "$via" "/keep/$via/idle-1")" || flunk "[$via] /keep/ failed"
+    proxy_pod=gw
+    [[ $via == mesh ]] && proxy_pod=mclient
+    ka=$(pod_exec "$proxy_pod" ss -tnoH state established dst "$E1_IP:84" || true)
+    [[ $ka == *"timer:(keepalive,"* ]] ||
+        flunk "[$via] tcpKeepalive: the pooled connection to $E1_IP:84 has no keepalive timer: '$ka'"
+    sleep 2
+    via_curl "$via" -s --max-time 5 -o /dev/null "$(via_url "$via" "/idle/$via/2")" || flunk "[$via] /idle/ failed"
+    via_curl "$via" -s --max-time 5 -o /dev/null "$(via_url "$via" "/keep/$via/idle-2")" || flunk "[$via] /keep/ failed"
+    check "[$via] the request after 2 s idle, with idleTimeout 1s" \
+        "$(grep "^GET /idle/$via/2 " "$D/requests-i.log" | grep -o ' conn_req=[0-9]*$' || true)" " conn_req=1"
+    conn=$(grep "^GET /keep/$via/idle-2 " "$D/requests-e.log" | grep -o ' conn_req=[0-9]*$' || true)
+    [[ -n $conn && $conn != " conn_req=1" ]] ||
+        flunk "[$via] without idleTimeout the connection was not reused after 2 s idle ('$conn'): the measurement is void"
 done
 
 say "the gateway and the sidecar exit 0 on SIGTERM, with no sanitizer report"
