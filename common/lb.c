@@ -60,3 +60,11 @@ int weir_lb_pick(weir_lb_t *lb, size_t n, const bool *eligible, const uint32_t *
         return (int)nth_eligible(n, eligible, r1 % m);
     }
 }
+
+bool weir_lb_percent_hits(double percent, uint32_t draw)
+{
+    /* rounding to a whole millionth keeps 12.3456 % from losing its last draw to 0.1 % error */
+    uint32_t threshold = percent <= 0 ? 0 : percent >= 100 ? 1000000u
+                                                          : (uint32_t)(percent * 10000.0 + 0.5);
+    return draw % 1000000u < threshold;
+}

@@ -31,4 +31,10 @@ void weir_lb_init(weir_lb_t *lb, weir_lb_policy_t policy);
 int weir_lb_pick(weir_lb_t *lb, size_t n, const bool *eligible, const uint32_t *active, uint32_t r1,
                  uint32_t r2);
 
+/* Istio's percentages (fault delay and abort, mirrorPercentage) rolled as Envoy rolls a
+ * FractionalPercent of denominator MILLION: `draw` (any 32-bit random value) is reduced to
+ * [0, 1000000) and hits when it is below percent x 10^4. So 0 never hits, 100 always does, and
+ * the 4 decimals Istio allows are honoured exactly. */
+bool weir_lb_percent_hits(double percent, uint32_t draw);
+
 #endif

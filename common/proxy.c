@@ -29,6 +29,7 @@
 #include "common/outlier.h"
 #include "common/http_codec.h"
 #include "common/identity.h"
+#include "common/lb.h"
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/metrics.h"
@@ -1792,10 +1793,10 @@ static void abort_or_forward(stream_t *s);
 static void start_deadlines(stream_t *s);
 static void mirror_start(stream_t *s);
 
-/* A fault's percentage as Envoy rolls it: a draw in [0, 1e6) against value x 10^4. */
+/* A fault without a percentage injects nothing (S7). */
 static bool fault_hits(const weir_percent_t *p)
 {
-    return p->set && (double)(weir_random_u32() % 1000000u) < p->value * 10000.0;
+    return p->set && weir_lb_percent_hits(p->value, weir_random_u32());
 }
 
 static void route_request(stream_t *s)
@@ -2679,8 +2680,7 @@ static void mirror_start(stream_t *s)
     for (size_t i = 0; i < r->n_mirrors; i++) {
         weir_cluster_t *c = r->mirror_clusters[i];
         double pct = r->rule->mirrors[i].percent;
-        if (c == NULL || c->service == NULL ||
-            (double)(weir_random_u32() % 1000000u) >= pct * 10000.0)
+        if (c == NULL || c->service == NULL || !weir_lb_percent_hits(pct, weir_random_u32()))
             continue;
         weir_cluster_counters_t *cnt = c->state ? weir_cluster_state_counters(c->state) : NULL;
         weir_endpoint_t *ep = weir_cluster_pick(c, NULL, 0, weir_random_u32(), weir_random_u32());

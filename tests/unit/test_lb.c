@@ -98,6 +98,37 @@ static void test_no_eligible(void **state)
     }
 }
 
+/* Every draw in [0, 1e6) once: the exact number of hits for a percentage. */
+static uint32_t hits_over_all_draws(double percent)
+{
+    uint32_t n = 0;
+    for (uint32_t d = 0; d < 1000000u; d++)
+        n += weir_lb_percent_hits(percent, d);
+    return n;
+}
+
+static void test_percent_hits_exactly(void **state)
+{
+    assert_int_equal(hits_over_all_draws(0), 0);
+    assert_int_equal(hits_over_all_draws(100), 1000000);
+    assert_int_equal(hits_over_all_draws(50), 500000);
+    assert_int_equal(hits_over_all_draws(10), 100000);
+    assert_int_equal(hits_over_all_draws(0.0001), 1); /* Istio's finest step */
+    assert_int_equal(hits_over_all_draws(12.3456), 123456);
+    assert_int_equal(hits_over_all_draws(99.9999), 999999);
+    assert_int_equal(hits_over_all_draws(-5), 0);
+    assert_int_equal(hits_over_all_draws(250), 1000000);
+}
+
+static void test_percent_draw_is_reduced(void **state)
+{
+    /* any 32-bit draw is folded into [0, 1e6): 1e6 + 3 behaves as 3 */
+    assert_true(weir_lb_percent_hits(0.0004, 1000003u));
+    assert_false(weir_lb_percent_hits(0.0004, 1000004u));
+    assert_false(weir_lb_percent_hits(100 - 0.0001, 999999u));
+    assert_true(weir_lb_percent_hits(100, UINT32_MAX));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -106,6 +137,8 @@ int main(void)
         cmocka_unit_test(test_random_indexes_eligible),
         cmocka_unit_test(test_p2c_prefers_fewer_active),
         cmocka_unit_test(test_no_eligible),
+        cmocka_unit_test(test_percent_hits_exactly),
+        cmocka_unit_test(test_percent_draw_is_reduced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
