@@ -61,8 +61,8 @@ int weir_sidecar_main(int argc, char **argv, int first)
         weir_runtime_listen("0.0.0.0", sc.cli.inbound_port, &in_opts) != 0)
         goto shutdown;
     weir_reload_start(&sc.cli, build, NULL, &sc);
-    weir_runtime_run();
-    status = 0;
+    if (weir_runtime_run() == 0)
+        status = 0;
 shutdown:
     weir_runtime_shutdown();
 out:

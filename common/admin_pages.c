@@ -9,11 +9,13 @@
 #include "common/admin.h"
 #include "common/cluster_state.h"
 #include "common/identity.h"
+#include "common/k8s.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/outlier.h"
 #include "common/proxy.h"
 #include "common/reload.h"
+#include "common/runtime.h"
 #include "common/snapshot.h"
 
 static bool ready;
@@ -236,6 +238,19 @@ static void page_stats(const weir_admin_request_t *req, weir_admin_response_t *r
                      weir_admin_ready(), weir_proxy_draining(), weir_proxy_active_requests(),
                      (unsigned long long)weir_reload_successes(),
                      (unsigned long long)weir_reload_failures());
+    const weir_k8s_client_t *k = weir_runtime_k8s();
+    if (k) {
+        weir_k8s_stats_t st = weir_k8s_stats(k);
+        weir_buf_appendf(&resp->body,
+                         "weir.k8s.synced: %d\nweir.k8s.lists: %llu\nweir.k8s.watches: %llu\n"
+                         "weir.k8s.events: %llu\nweir.k8s.relists_gone: %llu\n"
+                         "weir.k8s.errors: %llu\nweir.k8s.changes: %llu\n"
+                         "weir.k8s.last_error: %s\n",
+                         weir_k8s_synced(k), (unsigned long long)st.lists,
+                         (unsigned long long)st.watches, (unsigned long long)st.events,
+                         (unsigned long long)st.relists_gone, (unsigned long long)st.errors,
+                         (unsigned long long)st.changes, st.last_error);
+    }
 }
 
 /* ---- clusters ---- */

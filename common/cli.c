@@ -120,6 +120,16 @@ int weir_cli_parse(weir_cli_t *cli, int argc, char **argv, int first)
             cli->trust_domain = v;
         } else if (strcmp(a, "--credential-dir") == 0) {
             cli->credential_dir = v;
+        } else if (strcmp(a, "--k8s-api") == 0) {
+            cli->k8s_api = v;
+        } else if (strcmp(a, "--k8s-namespace") == 0) {
+            cli->k8s_namespace = v;
+        } else if (strcmp(a, "--k8s-token") == 0) {
+            cli->k8s_token = v;
+        } else if (strcmp(a, "--k8s-ca") == 0) {
+            cli->k8s_ca = v;
+        } else if (strcmp(a, "--cluster-domain") == 0) {
+            cli->cluster_domain = v;
         } else if (strcmp(a, "--admin") == 0) {
             cli->admin = v;
         } else if (strcmp(a, "--drain-seconds") == 0) {

@@ -30,6 +30,10 @@ typedef struct {
     unsigned health_port;                 /* --health-port (15021; 0: none) */
     unsigned prometheus_port;             /* --prometheus-port (15090; 0: none) */
     double drain_seconds;                 /* --drain-seconds (5) */
+    /* The Kubernetes API as the service registry (common/k8s.h): --k8s-api auto|off|URL
+     * (auto: in a pod, from KUBERNETES_SERVICE_HOST/PORT), --k8s-namespace (all), --k8s-token
+     * and --k8s-ca (the service account's), --cluster-domain (cluster.local). */
+    const char *k8s_api, *k8s_namespace, *k8s_token, *k8s_ca, *cluster_domain;
 } weir_cli_t;
 
 /* Parses argv[first..argc). `defaults` fill what is not given. Prints the problem and returns

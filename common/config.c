@@ -3725,13 +3725,23 @@ static weir_config_t *finish(cfg_t *c, weir_diags_t *diags, size_t errors_before
     return &c->pub;
 }
 
-weir_config_t *weir_config_load(const char *const *paths, size_t n_paths, weir_diags_t *diags)
+weir_config_t *weir_config_load_with(const char *const *paths, size_t n_paths,
+                                     const char *extra_name, const char *extra_text,
+                                     weir_diags_t *diags)
 {
     size_t errors_before = diags->errors;
     cfg_t *c = weir_mem_calloc(1, sizeof(*c));
     for (size_t i = 0; i < n_paths; i++)
         load_path(c, paths[i], diags);
+    if (extra_text)
+        load_yaml(c, weir_yaml_load_string(extra_name, extra_text, strlen(extra_text), diags),
+                  extra_name, diags);
     return finish(c, diags, errors_before);
+}
+
+weir_config_t *weir_config_load(const char *const *paths, size_t n_paths, weir_diags_t *diags)
+{
+    return weir_config_load_with(paths, n_paths, NULL, NULL, diags);
 }
 
 weir_config_t *weir_config_load_string(const char *name, const char *text, weir_diags_t *diags)

@@ -593,6 +593,12 @@ typedef struct weir_config {
  * kept in the order read (files sorted by name within a directory), which is the order of
  * precedence Istio gives to creation time. */
 weir_config_t *weir_config_load(const char *const *paths, size_t n_paths, weir_diags_t *diags);
+/* The paths, then YAML text from elsewhere (the Kubernetes API's registry, common/k8s.h) named
+ * `extra_name` in diagnostics; extra_text NULL: the same as weir_config_load. The paths come
+ * first, so their ServiceEntries win a host both declare. */
+weir_config_t *weir_config_load_with(const char *const *paths, size_t n_paths,
+                                     const char *extra_name, const char *extra_text,
+                                     weir_diags_t *diags);
 /* Same, from YAML text in memory (tests); `name` stands for the file name. */
 weir_config_t *weir_config_load_string(const char *name, const char *text, weir_diags_t *diags);
 void weir_config_free(weir_config_t *cfg);

@@ -30,6 +30,7 @@ static struct {
     uint64_t hash; /* of the content in force */
     uint64_t successes, failures;
     weir_buf_t rejection;
+    char *source_name, *source_yaml; /* weir_reload_set_source; NULL: none */
 } rl;
 
 /* FNV-1a over everything that decides the config: each YAML file's path and bytes, in the
@@ -97,6 +98,10 @@ static uint64_t content_hash(void)
         if (n >= 0)
             free(names);
     }
+    if (rl.source_yaml) {
+        h = fnv(h, rl.source_name, strlen(rl.source_name) + 1);
+        h = fnv(h, rl.source_yaml, strlen(rl.source_yaml));
+    }
     return h;
 }
 
@@ -106,7 +111,8 @@ int weir_reload_now(void)
     if (h == rl.hash)
         return 0;
     weir_diags_t diags = WEIR_DIAGS_INIT;
-    weir_config_t *cfg = weir_config_load(rl.cli->paths, rl.cli->n_paths, &diags);
+    weir_config_t *cfg = weir_config_load_with(rl.cli->paths, rl.cli->n_paths, rl.source_name,
+                                               rl.source_yaml, &diags);
     if (cfg == NULL) {
         rl.failures++;
         rl.hash = h; /* report a broken version once, not every second */
@@ -225,6 +231,9 @@ void weir_reload_stop(void)
     for (size_t i = 0; i < rl.n_watches; i++)
         uv_close((uv_handle_t *)&rl.watches[i], NULL);
     weir_buf_free(&rl.rejection);
+    free(rl.source_name);
+    free(rl.source_yaml);
+    rl.source_name = rl.source_yaml = NULL;
     uv_close((uv_handle_t *)&rl.quiet, NULL);
     uv_close((uv_handle_t *)&rl.poll, NULL);
     uv_close((uv_handle_t *)&rl.hup, NULL);
@@ -248,4 +257,13 @@ uint64_t weir_reload_config_hash(void)
 const char *weir_reload_last_rejection(void)
 {
     return rl.rejection.len ? rl.rejection.base : "";
+}
+
+int weir_reload_set_source(const char *name, const char *yaml)
+{
+    free(rl.source_name);
+    free(rl.source_yaml);
+    rl.source_name = yaml ? weir_mem_strdup(name) : NULL;
+    rl.source_yaml = yaml ? weir_mem_strdup(yaml) : NULL;
+    return weir_reload_now();
 }

@@ -39,6 +39,11 @@ void weir_reload_stop(void);
  * config was invalid and the old one kept. */
 int weir_reload_now(void);
 
+/* Config from elsewhere than the -c paths (the Kubernetes API's registry as YAML), loaded
+ * after them on every reload from now on; `yaml` NULL drops it. Copies both, then reloads at
+ * once (the caller debounces). Returns what weir_reload_now() returns. */
+int weir_reload_set_source(const char *name, const char *yaml);
+
 /* Counters for /stats: successful reloads, rejected reloads, and the content hash in force. */
 uint64_t weir_reload_successes(void);
 uint64_t weir_reload_failures(void);

@@ -10,6 +10,7 @@
 #include "common/analyze.h"
 #include "common/admin_pages.h"
 #include "common/identity.h"
+#include "common/k8s.h"
 #include "common/metrics.h"
 #include "common/log.h"
 #include "common/reload.h"
@@ -21,6 +22,9 @@ static uv_timer_t drain_timer;
 static uint64_t drain_deadline_ms;
 static double drain_seconds = 5;
 static bool drain_started, drain_timer_ready;
+static const weir_cli_t *rt_cli;
+static weir_k8s_client_t *k8s;
+static bool registry_applied; /* the first registry from the API is in force */
 
 void weir_runtime_cli_defaults(weir_cli_t *cli)
 {
@@ -36,6 +40,7 @@ void weir_runtime_cli_defaults(weir_cli_t *cli)
     cli->health_port = 15021;
     cli->prometheus_port = 15090;
     cli->drain_seconds = 5;
+    cli->k8s_api = "auto";
 }
 
 weir_config_t *weir_runtime_load_config(const weir_cli_t *cli)
@@ -76,6 +81,7 @@ static bool parse_admin(const char *spec, char *bind, size_t len, uint32_t *port
 int weir_runtime_start(const weir_cli_t *cli, weir_proxy_options_t *opts, const char *role)
 {
     weir_log_set_level(cli->log_level);
+    rt_cli = cli;
     if (cli->certs_dir && weir_identity_load(cli->certs_dir, cli->trust_domain) != 0)
         return -1;
     int rc = weir_access_log_open(cli->access_log, cli->log_format);
@@ -144,6 +150,10 @@ static void start_drain(void)
         return;
     drain_started = true;
     weir_admin_set_ready(false);
+    if (k8s) {
+        weir_k8s_stop(k8s, NULL, NULL);
+        k8s = NULL;
+    }
     weir_proxy_drain();
     drain_deadline_ms = weir_now_ms() + (uint64_t)(drain_seconds * 1000.0);
     uv_timer_start(&drain_timer, on_drain_tick, 0, 50);
@@ -161,9 +171,68 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     start_drain();
 }
 
-void weir_runtime_run(void)
+/* The API's registry changed (debounced by the client): it joins the -c config. */
+static void on_registry(const weir_k8s_registry_t *reg, void *data)
 {
-    weir_admin_set_ready(true);
+    (void)data;
+    int rc = weir_reload_set_source(WEIR_K8S_SOURCE_NAME, reg->yaml);
+    if (rc < 0) {
+        weir_log_error("Kubernetes registry generation %llu: the config it makes is invalid "
+                       "(see above); the previous one keeps serving",
+                       (unsigned long long)reg->generation);
+        return;
+    }
+    if (!registry_applied) {
+        registry_applied = true;
+        weir_log_info("Kubernetes registry: %zu service(s), %zu workload(s) in force",
+                      reg->n_services, reg->n_workloads);
+        if (!drain_started)
+            weir_admin_set_ready(true);
+    }
+}
+
+/* --k8s-api: off, a URL, or auto (on only inside a pod). Returns -1 when asked for and it
+ * cannot start; 0 when off; 1 when started (readiness then waits for the first registry). */
+static int start_k8s(void)
+{
+    const char *api = rt_cli ? rt_cli->k8s_api : NULL;
+    char url[300];
+    if (api == NULL || strcmp(api, "off") == 0)
+        return 0;
+    if (strcmp(api, "auto") == 0) {
+        if (weir_k8s_in_cluster_url(url, sizeof(url)) != 0)
+            return 0;
+        api = url;
+    }
+    weir_k8s_options_t o = {
+        .api_url = api,
+        .token_path = rt_cli->k8s_token,
+        .ca_path = rt_cli->k8s_ca,
+        .namespace = rt_cli->k8s_namespace,
+        .cluster_domain = rt_cli->cluster_domain,
+        .on_change = on_registry,
+    };
+    char err[256];
+    k8s = weir_k8s_start(weir_loop(), &o, err, sizeof(err));
+    if (k8s == NULL) {
+        weir_log_error("--k8s-api %s: %s", api, err);
+        return -1;
+    }
+    weir_log_info("services and endpoints from the Kubernetes API at %s", api);
+    return 1;
+}
+
+const weir_k8s_client_t *weir_runtime_k8s(void)
+{
+    return k8s;
+}
+
+int weir_runtime_run(void)
+{
+    int k = start_k8s();
+    if (k < 0)
+        return -1;
+    weir_admin_set_ready(k == 0);
     uv_timer_init(weir_loop(), &drain_timer);
     drain_timer_ready = true;
     uv_signal_init(weir_loop(), &sigterm);
@@ -171,10 +240,15 @@ void weir_runtime_run(void)
     uv_signal_start(&sigterm, on_stop_signal, SIGTERM);
     uv_signal_start(&sigint, on_stop_signal, SIGINT);
     uv_run(weir_loop(), UV_RUN_DEFAULT);
+    return 0;
 }
 
 void weir_runtime_shutdown(void)
 {
+    if (k8s) {
+        weir_k8s_stop(k8s, NULL, NULL);
+        k8s = NULL;
+    }
     weir_admin_close_all();
     if (drain_timer_ready)
         uv_close((uv_handle_t *)&drain_timer, NULL);

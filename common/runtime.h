@@ -24,10 +24,16 @@ int weir_runtime_start(const weir_cli_t *cli, weir_proxy_options_t *opts, const 
 /* Opens one listener, logging where it listens; returns 0 or -1 (logged). */
 int weir_runtime_listen(const char *bind, unsigned port, const weir_listener_opts_t *opts);
 
-/* Declares the proxy ready (/healthz/ready) and runs the loop. SIGTERM or SIGINT (or POST
- * /quitquitquit) drains: readiness fails, listeners close, keep-alive responses carry
- * Connection: close, and the loop ends once no request is in flight or at --drain-seconds. */
-void weir_runtime_run(void);
+/* Starts the Kubernetes API client when --k8s-api asks for it, declares the proxy ready
+ * (/healthz/ready; with the API, only once its first registry is in force, so a pod never
+ * goes ready with no endpoints) and runs the loop. SIGTERM or SIGINT (or POST /quitquitquit)
+ * drains: readiness fails, listeners close, keep-alive responses carry Connection: close, and
+ * the loop ends once no request is in flight or at --drain-seconds. Returns 0, or -1 when the
+ * API client cannot start (a malformed URL, an unreadable CA file). */
+int weir_runtime_run(void);
+
+/* The Kubernetes API client, or NULL when there is none (for /stats). */
+const struct weir_k8s_client *weir_runtime_k8s(void);
 
 /* Closes the access log and drops the current snapshot. */
 void weir_runtime_shutdown(void);

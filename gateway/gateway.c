@@ -73,8 +73,8 @@ int weir_gateway_main(int argc, char **argv, int first)
             goto shutdown;
     }
     weir_reload_start(&g.cli, build, reconcile, &g);
-    weir_runtime_run();
-    status = 0;
+    if (weir_runtime_run() == 0)
+        status = 0;
 shutdown:
     weir_runtime_shutdown();
 out:
