@@ -2561,7 +2561,9 @@ static void on_connection(uv_stream_t *server, int status)
                 return;
         }
         if (d->kind == WEIR_LISTENER_OUTBOUND &&
-            weir_snapshot_outbound_routes(weir_snapshot_current(), d->orig_port) == NULL) {
+            (weir_snapshot_outbound_routes(weir_snapshot_current(), d->orig_port) == NULL ||
+             weir_snapshot_outbound_opaque(weir_snapshot_current(),
+                                           (const struct sockaddr *)&d->orig_dst, d->orig_port))) {
             relay_start(d);
             return;
         }

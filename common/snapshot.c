@@ -491,6 +491,14 @@ static bool has_outbound_port(const weir_snapshot_t *s, uint32_t port)
     return weir_snapshot_outbound_routes(s, port) != NULL;
 }
 
+/* What the sidecar parses as HTTP: Istio's HTTP family, and an unset protocol, which Istio
+ * sniffs and weir, speaking HTTP/1.1 only, takes to be HTTP. */
+static bool http_protocol(const char *p)
+{
+    return p == NULL || p[0] == '\0' || strcmp(p, "HTTP") == 0 || strcmp(p, "HTTP2") == 0 ||
+           strcmp(p, "GRPC") == 0 || strcmp(p, "GRPC-WEB") == 0 || strcmp(p, "HTTP_PROXY") == 0;
+}
+
 weir_snapshot_t *weir_snapshot_build_sidecar(weir_config_t *cfg, const weir_sidecar_identity_t *id,
                                              weir_diags_t *diags)
 {
@@ -506,6 +514,14 @@ weir_snapshot_t *weir_snapshot_build_sidecar(weir_config_t *cfg, const weir_side
         const weir_service_entry_t *se = &cfg->service_entries[i];
         for (size_t p = 0; p < se->n_ports; p++) {
             uint32_t port = se->ports[p].number;
+            if (!http_protocol(se->ports[p].protocol)) {
+                for (size_t a = 0; a < se->n_addresses; a++) {
+                    s->opaque = weir_mem_realloc(s->opaque, (s->n_opaque + 1) * sizeof(*s->opaque));
+                    s->opaque[s->n_opaque++] =
+                        (struct weir_opaque_port){&se->address_ranges[a], port};
+                }
+                continue;
+            }
             if (has_outbound_port(s, port))
                 continue;
             weir_router_scope_t scope = {
@@ -526,6 +542,16 @@ weir_snapshot_t *weir_snapshot_build_sidecar(weir_config_t *cfg, const weir_side
     }
     s->build_diags = NULL;
     return s;
+}
+
+bool weir_snapshot_outbound_opaque(const weir_snapshot_t *s, const struct sockaddr *addr,
+                                   uint32_t port)
+{
+    for (size_t i = 0; i < s->n_opaque; i++) {
+        if (s->opaque[i].port == port && weir_cidr_contains(s->opaque[i].range, addr))
+            return true;
+    }
+    return false;
 }
 
 const weir_route_table_t *weir_snapshot_outbound_routes(const weir_snapshot_t *s, uint32_t port)
@@ -567,6 +593,7 @@ void weir_snapshot_unref(weir_snapshot_t *s)
     for (size_t i = 0; i < s->n_outbound; i++)
         weir_router_free(s->outbound[i].routes);
     free(s->outbound);
+    free(s->opaque);
     for (size_t i = 0; i < s->n_clusters; i++) {
         weir_cluster_t *c = s->clusters[i];
         for (size_t e = 0; e < c->n_endpoints; e++) {

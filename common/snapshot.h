@@ -64,8 +64,15 @@ typedef struct weir_snapshot {
     weir_config_t *config;
     weir_listener_spec_t *listeners; /* gateway */
     size_t n_listeners;
-    weir_outbound_port_t *outbound; /* sidecar: one per port any ServiceEntry declares */
+    weir_outbound_port_t *outbound; /* sidecar: one per port a ServiceEntry declares HTTP */
     size_t n_outbound;
+    /* sidecar: service addresses and ports whose protocol is not HTTP (TCP, TLS, HTTPS,
+     * MONGO ...): relayed as bytes; ranges point into config */
+    struct weir_opaque_port {
+        const weir_cidr_t *range;
+        uint32_t port;
+    } *opaque;
+    size_t n_opaque;
     weir_cluster_t **clusters; /* every cluster a route reaches, built once each */
     size_t n_clusters;
     char *trust_domain;
@@ -109,9 +116,16 @@ typedef struct {
 weir_snapshot_t *weir_snapshot_build_sidecar(weir_config_t *cfg, const weir_sidecar_identity_t *id,
                                              weir_diags_t *diags);
 
-/* A sidecar's outbound routes for a destination port, or NULL when no service uses it (the
- * connection is then passed through as plain TCP, Istio's ALLOW_ANY). */
+/* A sidecar's outbound routes for a destination port, or NULL when no service uses it for
+ * HTTP (the connection is then passed through as plain TCP: Istio's ALLOW_ANY, or a TCP, TLS
+ * or other opaque service port). Ports whose protocol a ServiceEntry leaves unset are HTTP
+ * (Istio would sniff). */
 const weir_route_table_t *weir_snapshot_outbound_routes(const weir_snapshot_t *s, uint32_t port);
+
+/* True when (addr, port) is a service address whose port is not HTTP: a port can carry HTTP
+ * for one service and TCP for another, told apart by the service address. */
+bool weir_snapshot_outbound_opaque(const weir_snapshot_t *s, const struct sockaddr *addr,
+                                   uint32_t port);
 
 /* How an inbound connection to `port` must arrive: STRICT (mTLS only), PERMISSIVE (mTLS or
  * plain text, told apart by the first bytes) or DISABLE (plain text only). */

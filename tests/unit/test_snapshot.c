@@ -9,6 +9,8 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+
 #include "common/cli.h"
 #include "common/snapshot.h"
 
@@ -71,7 +73,18 @@ static const char mesh_yaml[] =
     "spec:\n"
     "  hosts: ['*']\n"
     "  gateways: [gw]\n"
-    "  http: [{route: [{destination: {host: web-service.default.svc.cluster.local}}]}]\n";
+    "  http: [{route: [{destination: {host: web-service.default.svc.cluster.local}}]}]\n"
+    "---\n"
+    "apiVersion: networking.istio.io/v1\n"
+    "kind: ServiceEntry\n"
+    "metadata: {name: api, namespace: default}\n"
+    "spec:\n"
+    "  hosts: [kubernetes.default.svc.cluster.local]\n"
+    "  addresses: [10.96.0.1]\n"
+    "  location: MESH_INTERNAL\n"
+    "  resolution: STATIC\n"
+    "  ports: [{number: 80, name: https, protocol: HTTPS}, {number: 5432, name: tcp-db, protocol: TCP}]\n"
+    "  endpoints: [{address: 172.18.0.2}]\n";
 
 static weir_snapshot_t *sidecar(const char *ns)
 {
@@ -121,6 +134,28 @@ static void test_default_route_and_aliases(void **state)
     const weir_route_table_t *t = weir_snapshot_outbound_routes(s, 80);
     assert_null(weir_router_find_vhost(t, "unknown.example", 15));
     assert_null(weir_snapshot_outbound_routes(s, 12345));
+    weir_snapshot_unref(s);
+}
+
+static bool opaque(const weir_snapshot_t *s, const char *ip, uint32_t port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, ip, &sa.sin_addr);
+    return weir_snapshot_outbound_opaque(s, (const struct sockaddr *)&sa, port);
+}
+
+/* Ports whose protocol is not HTTP are relayed as bytes, never parsed: a port only TCP
+ * services use has no routes, and on a port shared with HTTP services the TCP service's
+ * address tells them apart. */
+static void test_opaque_ports_are_relayed(void **state)
+{
+    weir_snapshot_t *s = sidecar("default");
+    assert_null(weir_snapshot_outbound_routes(s, 5432));
+    assert_true(opaque(s, "10.96.0.1", 5432));
+    assert_non_null(weir_snapshot_outbound_routes(s, 80)); /* web-service's HTTP */
+    assert_true(opaque(s, "10.96.0.1", 80));               /* the API's HTTPS on the same port */
+    assert_false(opaque(s, "10.96.0.10", 80));             /* web-service */
+    assert_false(opaque(s, "10.96.0.1", 9080));
     weir_snapshot_unref(s);
 }
 
@@ -175,6 +210,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_route_and_aliases),
+        cmocka_unit_test(test_opaque_ports_are_relayed),
         cmocka_unit_test(test_short_name_only_in_own_namespace),
         cmocka_unit_test(test_mesh_virtual_service),
         cmocka_unit_test(test_gateway_listeners),
