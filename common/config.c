@@ -554,28 +554,6 @@ typedef struct {
 #define F_END {NULL, FT_QUIET, 0, NULL}
 /* clang-format on */
 
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b), row[65];
-    if (la > 64 || lb > 64)
-        return SIZE_MAX;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j];
-            size_t sub =
-                diag + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-            size_t best = up + 1 < row[j - 1] + 1 ? up + 1 : row[j - 1] + 1;
-            row[j] = sub < best ? sub : best;
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
 static const field_t *find_field(const field_t *table, const char *name)
 {
     for (const field_t *f = table; f->name; f++)
@@ -600,8 +578,8 @@ static void unknown_field(ld_t *ld, const weir_yaml_node_t *key, const field_t *
     const field_t *best = NULL;
     size_t best_d = SIZE_MAX;
     for (const field_t *f = table; f->name; f++) {
-        size_t d = edit_distance(key->scalar, f->name);
-        if (d < best_d && d <= (strlen(f->name) > 4 ? 2u : 1u)) {
+        size_t d = weir_diag_edit_distance(key->scalar, f->name);
+        if (d < best_d && weir_diag_is_near(key->scalar, f->name)) {
             best = f;
             best_d = d;
         }
