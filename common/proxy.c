@@ -227,11 +227,24 @@ void weir_proxy_init(const weir_proxy_options_t *o)
 static void down_write_done(uv_write_t *req, int status);
 static void up_write_done(uv_write_t *req, int status);
 
-/* Hands b's bytes to one uv_write; b is left empty (the write owns the memory now). */
+/* Writes b's bytes, at once when the socket takes them, else with one uv_write for the rest; b
+ * is left empty (a pending write owns the memory). Trying first matters: a uv_write that
+ * completes still makes libuv re-arm the fd in epoll (one epoll_ctl per write), where a
+ * direct write costs only the write. libuv refuses the direct write while earlier writes are
+ * queued, so bytes never overtake each other; errors are left to uv_write to report. done
+ * runs only for bytes that had to wait, which is when the queue it reports on had grown. */
 static int write_buf(uv_stream_t *h, weir_buf_t *b, uv_write_cb done)
 {
     if (b->len == 0)
         return 0;
+    uv_buf_t direct = uv_buf_init(b->base, (unsigned)b->len);
+    int n = uv_try_write(h, &direct, 1);
+    if (n > 0 && (size_t)n == b->len) {
+        weir_buf_free(b); /* as if a write had taken it: callers hand over local buffers */
+        return 0;
+    }
+    if (n > 0)
+        weir_buf_consume(b, (size_t)n);
     write_req_t *w = weir_mem_alloc(sizeof(*w));
     w->buf = *b;
     *b = (weir_buf_t)WEIR_BUF_INIT;
@@ -2214,7 +2227,11 @@ static void down_update_reading(downstream_t *d)
     } else if (s == NULL) {
         want = d->pending.len == 0; /* a queued pipelined request is parsed first */
     } else if (s->req_complete) {
-        want = false; /* pipelined bytes wait in the kernel until this exchange is done */
+        /* Reading goes on until bytes of a next (pipelined) request actually arrive: they
+         * wait in d->pending, and only then does reading stop. Stopping at once would cost
+         * two epoll_ctl calls per request on keep-alive connections, and a client that goes
+         * away is noticed at once. */
+        want = d->pending.len == 0;
     } else if (!s->local_reply) {
         /* also while no connection is attached (connecting, a fault delay, a retry back-off):
          * what waits in up_pending counts */
