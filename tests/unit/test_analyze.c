@@ -22,47 +22,10 @@
 #include "common/analyze.h"
 #include "common/config.h"
 #include "common/mem.h"
+#include "support.h"
 
 #define ANALYZE_DATA WEIR_TEST_DATA "/analyze"
 #define SOURCE_DIR WEIR_TEST_DATA "/../.."
-#define SHARED_SEED "/work/shared/scenarios/seed"
-
-/* snprintf into an array, failing the test on truncation (and telling GCC it was checked). */
-#define FMT(buf, ...) assert_true((size_t)snprintf((buf), sizeof(buf), __VA_ARGS__) < sizeof(buf))
-
-static char *printed(const weir_diags_t *d)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    weir_diags_print(d, f);
-    fclose(f);
-    return buf;
-}
-
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    weir_buf_t b = WEIR_BUF_INIT;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        weir_buf_append(&b, chunk, n);
-    fclose(f);
-    if (b.base == NULL)
-        weir_buf_append(&b, "", 0);
-    return b.base;
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
 
 /* The output must equal the golden file, or becomes it under WEIR_UPDATE_GOLDEN. */
 static void check_golden(const char *golden, const char *got)
