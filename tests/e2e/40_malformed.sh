@@ -44,69 +44,7 @@ ECHO_LOG="$D/echo-requests.log"
 CLUSTER_EXTRA_LOGS+=("$D/access.log" "$ECHO_LOG")
 
 mkdir -p "$D/config" "$D/req" "$D/resp"
-cat >"$D/config/echo.yaml" <<'EOF'
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: echo-gateway
-  namespace: default
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-  - port:
-      number: 80
-      name: http
-      protocol: HTTP
-    hosts:
-    - "*"
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: echo
-  namespace: default
-spec:
-  hosts:
-  - echo.local
-  gateways:
-  - echo-gateway
-  http:
-  - route:
-    - destination:
-        host: echo.default.svc.cluster.local
-        port:
-          number: 80
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: echo
-  namespace: default
-spec:
-  hosts:
-  - echo.default.svc.cluster.local
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - number: 80
-    name: http
-    protocol: HTTP
-  workloadSelector:
-    labels:
-      app: echo
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: echo-1
-  namespace: default
-spec:
-  address: 10.244.0.30
-  labels:
-    app: echo
-  serviceAccount: echo
-EOF
+cp "$WEIR_SOURCE_DIR/tests/data/e2e/echo-gateway.yaml" "$D/config/echo.yaml"
 
 pod_add gw "$GW_IP" || fail "pod gw"
 pod_add echo "$ECHO_IP" || fail "pod echo"
