@@ -224,6 +224,19 @@ void weir_proxy_init(const weir_proxy_options_t *o)
 
 /* ------------------------------------------------------------------ writes */
 
+/* Decimal digits of v, for the numbers every head carries (printf's machinery costs more
+ * than the rest of a small head). */
+static void append_uint(weir_buf_t *o, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[sizeof(digits) - ++n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    weir_buf_append(o, digits + sizeof(digits) - n, n);
+}
+
 static void down_write_done(uv_write_t *req, int status);
 static void up_write_done(uv_write_t *req, int status);
 
@@ -1398,7 +1411,9 @@ static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
     s->upstream_time_ms = weir_now_ms() - s->upstream_start_ms;
     s->upstream_time_set = true;
     weir_buf_t *o = &d->out;
-    weir_buf_appendf(o, "HTTP/1.1 %d ", h->status);
+    weir_buf_append_str(o, "HTTP/1.1 ");
+    append_uint(o, (uint64_t)h->status);
+    weir_buf_append(o, " ", 1);
     if (h->reason_len)
         weir_buf_append(o, h->reason, h->reason_len);
     else
@@ -1415,8 +1430,11 @@ static int up_on_head(weir_http_parser_t *p, weir_http_head_t *h)
             continue;
         append_header(o, f->name, f->name_len, f->value, f->value_len);
     }
-    weir_buf_appendf(o, "server: %s\r\nx-envoy-upstream-service-time: %llu\r\n",
-                     options.server_name, (unsigned long long)s->upstream_time_ms);
+    weir_buf_append_str(o, "server: ");
+    weir_buf_append_str(o, options.server_name);
+    weir_buf_append_str(o, "\r\nx-envoy-upstream-service-time: ");
+    append_uint(o, s->upstream_time_ms);
+    weir_buf_append(o, "\r\n", 2);
     header_ops_write(o, ops, n_ops);
     bool client_11 = s->req->version_major == 1 && s->req->version_minor >= 1;
     if (h->has_body && !s->head_request) {
@@ -1685,14 +1703,17 @@ static void build_head_into(stream_t *s, const weir_route_t *route, weir_buf_t *
     if (s->xff.len)
         append_header(o, "x-forwarded-for", 15, s->xff.base, s->xff.len);
     weir_tls_t *tls = s->down->tls;
-    weir_buf_appendf(o, "x-forwarded-proto: %s\r\n", tls ? "https" : "http");
+    weir_buf_append_str(o, tls ? "x-forwarded-proto: https\r\n" : "x-forwarded-proto: http\r\n");
     if (tls && s->down->kind == WEIR_LISTENER_INBOUND)
         append_xfcc(o, h, s->down);
     append_header(o, "x-request-id", 12, s->request_id, strlen(s->request_id));
     if (rewritten)
         append_header(o, "x-envoy-original-path", 21, h->target, h->target_len);
-    if (route) /* Istio sets include_request_attempt_count on every route */
-        weir_buf_appendf(o, "x-envoy-attempt-count: %u\r\n", weir_retry_attempt(&s->retry));
+    if (route) { /* Istio sets include_request_attempt_count on every route */
+        weir_buf_append_str(o, "x-envoy-attempt-count: ");
+        append_uint(o, weir_retry_attempt(&s->retry));
+        weir_buf_append(o, "\r\n", 2);
+    }
     header_ops_write(o, ops, n_ops);
     if (s->req_chunked)
         weir_buf_append_str(o, "transfer-encoding: chunked\r\n");
