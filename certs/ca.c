@@ -21,6 +21,7 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/x509_crt.h>
 
+#include "common/diag.h"
 #include "common/mem.h"
 #include "common/spiffe.h"
 
@@ -29,19 +30,6 @@
 #define PEM_MAX 16384 /* a P-256 cert with a 2048-byte URI is well under this */
 
 /* ---- small helpers ---------------------------------------------------------------------- */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static const char *mbed_strerror(int rc, char *buf, size_t len)
 {
@@ -65,7 +53,7 @@ static mbedtls_ctr_drbg_context *drbg(char *err, size_t errlen)
                                    (const unsigned char *)pers, sizeof(pers) - 1);
     if (rc != 0) {
         char eb[100];
-        set_err(err, errlen, "cannot seed the random generator: %s",
+        weir_errorf(err, errlen, "cannot seed the random generator: %s",
                 mbed_strerror(rc, eb, sizeof(eb)));
         mbedtls_ctr_drbg_free(&ctx);
         mbedtls_entropy_free(&entropy);
@@ -83,7 +71,7 @@ static int gen_key(mbedtls_pk_context *pk, mbedtls_ctr_drbg_context *rng, char *
         rc = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(*pk),
                                  mbedtls_ctr_drbg_random, rng);
     if (rc != 0) {
-        set_err(err, errlen, "cannot generate a P-256 key: %s", mbed_strerror(rc, eb, sizeof eb));
+        weir_errorf(err, errlen, "cannot generate a P-256 key: %s", mbed_strerror(rc, eb, sizeof eb));
         return -1;
     }
     return 0;
@@ -95,7 +83,7 @@ static char *key_pem(mbedtls_pk_context *pk, char *err, size_t errlen)
     int rc = mbedtls_pk_write_key_pem(pk, buf, sizeof(buf));
     if (rc != 0) {
         char eb[100];
-        set_err(err, errlen, "cannot encode the key: %s", mbed_strerror(rc, eb, sizeof eb));
+        weir_errorf(err, errlen, "cannot encode the key: %s", mbed_strerror(rc, eb, sizeof eb));
         return NULL;
     }
     char *s = weir_mem_strdup((const char *)buf);
@@ -182,7 +170,7 @@ static char *sign_pem(mbedtls_x509write_cert *crt, mbedtls_ctr_drbg_context *rng
     int rc = mbedtls_x509write_crt_pem(crt, buf, PEM_MAX, mbedtls_ctr_drbg_random, rng);
     if (rc != 0) {
         char eb[100];
-        set_err(err, errlen, "cannot sign the certificate: %s", mbed_strerror(rc, eb, sizeof eb));
+        weir_errorf(err, errlen, "cannot sign the certificate: %s", mbed_strerror(rc, eb, sizeof eb));
         free(buf);
         return NULL;
     }
@@ -210,7 +198,7 @@ int weir_certs_make_ca(const char *trust_domain, time_t not_after, weir_certs_pe
 {
     out->cert_pem = out->key_pem = NULL;
     if (!weir_spiffe_trust_domain_valid(trust_domain)) {
-        set_err(err, errlen, "invalid trust domain \"%s\": %s", trust_domain ? trust_domain : "",
+        weir_errorf(err, errlen, "invalid trust domain \"%s\": %s", trust_domain ? trust_domain : "",
                 weir_spiffe_strerror(WEIR_SPIFFE_ERR_TRUST_DOMAIN));
         return -1;
     }
@@ -245,7 +233,7 @@ int weir_certs_make_ca(const char *trust_domain, time_t not_after, weir_certs_pe
                                                             MBEDTLS_X509_KU_CRL_SIGN)) != 0 ||
         (rc = mbedtls_x509write_crt_set_subject_key_identifier(&crt)) != 0) {
         char eb[100];
-        set_err(err, errlen, "cannot build the CA certificate: %s",
+        weir_errorf(err, errlen, "cannot build the CA certificate: %s",
                 mbed_strerror(rc, eb, sizeof eb));
         goto out;
     }
@@ -268,7 +256,7 @@ static int parse_cert(mbedtls_x509_crt *crt, const char *pem, const char *what, 
     int rc = mbedtls_x509_crt_parse(crt, (const unsigned char *)pem, strlen(pem) + 1);
     if (rc != 0) {
         char eb[100];
-        set_err(err, errlen, "%s: not a PEM certificate: %s", what,
+        weir_errorf(err, errlen, "%s: not a PEM certificate: %s", what,
                 mbed_strerror(rc, eb, sizeof eb));
         return -1;
     }
@@ -293,14 +281,14 @@ int weir_certs_ca_trust_domain(const char *ca_cert_pem, char *td, size_t tdlen, 
         memcpy(td, n->val.p, n->val.len);
         td[n->val.len] = '\0';
         if (!weir_spiffe_trust_domain_valid(td)) {
-            set_err(err, errlen, "CA certificate: subject O=\"%s\" is not a valid trust domain",
+            weir_errorf(err, errlen, "CA certificate: subject O=\"%s\" is not a valid trust domain",
                     td);
             goto out;
         }
         ret = 0;
         goto out;
     }
-    set_err(err, errlen, "CA certificate: no trust domain in its subject (want O=<trust-domain>)");
+    weir_errorf(err, errlen, "CA certificate: no trust domain in its subject (want O=<trust-domain>)");
 out:
     mbedtls_x509_crt_free(&ca);
     return ret;
@@ -332,15 +320,15 @@ int weir_certs_make_leaf(const char *ca_cert_pem, const char *ca_key_pem,
         goto out;
     if ((rc = mbedtls_pk_parse_key(&ca_key, (const unsigned char *)ca_key_pem,
                                    strlen(ca_key_pem) + 1, NULL, 0)) != 0) {
-        set_err(err, errlen, "CA key: not a PEM private key: %s", mbed_strerror(rc, eb, sizeof eb));
+        weir_errorf(err, errlen, "CA key: not a PEM private key: %s", mbed_strerror(rc, eb, sizeof eb));
         goto out;
     }
     if (mbedtls_pk_check_pair(&ca.pk, &ca_key) != 0) {
-        set_err(err, errlen, "CA key does not match the CA certificate");
+        weir_errorf(err, errlen, "CA key does not match the CA certificate");
         goto out;
     }
     if (!ca.ca_istrue) {
-        set_err(err, errlen, "CA certificate is not a CA (basicConstraints CA:FALSE)");
+        weir_errorf(err, errlen, "CA certificate is not a CA (basicConstraints CA:FALSE)");
         goto out;
     }
     if (gen_key(&key, rng, err, errlen) != 0)
@@ -355,7 +343,7 @@ int weir_certs_make_leaf(const char *ca_cert_pem, const char *ca_key_pem,
 
     char issuer[1024];
     if ((rc = mbedtls_x509_dn_gets(issuer, sizeof(issuer), &ca.subject)) < 0) {
-        set_err(err, errlen, "CA certificate: subject too long");
+        weir_errorf(err, errlen, "CA certificate: subject too long");
         goto out;
     }
     mbedtls_x509write_crt_set_version(&crt, MBEDTLS_X509_CRT_VERSION_3);
@@ -373,7 +361,7 @@ int weir_certs_make_leaf(const char *ca_cert_pem, const char *ca_key_pem,
         (rc = mbedtls_x509write_crt_set_key_usage(&crt, ku)) != 0 ||
         (rc = mbedtls_x509write_crt_set_authority_key_identifier(&crt)) != 0 ||
         (spec->eku && (rc = set_eku(&crt, spec->eku)) != 0)) {
-        set_err(err, errlen, "cannot build the certificate: %s", mbed_strerror(rc, eb, sizeof eb));
+        weir_errorf(err, errlen, "cannot build the certificate: %s", mbed_strerror(rc, eb, sizeof eb));
         goto out;
     }
     if (spec->n_uris > 0) {
@@ -383,14 +371,14 @@ int weir_certs_make_leaf(const char *ca_cert_pem, const char *ca_key_pem,
         san = weir_mem_alloc(cap);
         int n = weir_spiffe_san_der(spec->uris, spec->n_uris, san, cap);
         if (n < 0) {
-            set_err(err, errlen, "cannot encode the SAN: %s", weir_spiffe_strerror(n));
+            weir_errorf(err, errlen, "cannot encode the SAN: %s", weir_spiffe_strerror(n));
             goto out;
         }
         /* Critical, because the subject is empty (RFC 5280 4.2.1.6), as Istio marks it. */
         if ((rc = mbedtls_x509write_crt_set_extension(
                  &crt, MBEDTLS_OID_SUBJECT_ALT_NAME, MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME),
                  1, san, (size_t)n)) != 0) {
-            set_err(err, errlen, "cannot add the SAN: %s", mbed_strerror(rc, eb, sizeof eb));
+            weir_errorf(err, errlen, "cannot add the SAN: %s", mbed_strerror(rc, eb, sizeof eb));
             goto out;
         }
     }
@@ -417,7 +405,7 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
     char buf[PATH_MAX];
     size_t len = strlen(path);
     if (len == 0 || len >= sizeof(buf)) {
-        set_err(err, errlen, "%s: invalid directory name", path);
+        weir_errorf(err, errlen, "%s: invalid directory name", path);
         return -1;
     }
     memcpy(buf, path, len + 1);
@@ -427,14 +415,14 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
         char saved = buf[i];
         buf[i] = '\0';
         if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-            set_err(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
+            weir_errorf(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
             return -1;
         }
         buf[i] = saved;
     }
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        set_err(err, errlen, "%s: not a directory", path);
+        weir_errorf(err, errlen, "%s: not a directory", path);
         return -1;
     }
     return 0;
@@ -445,7 +433,7 @@ static int read_text_file(const char *path, char **out, char *err, size_t errlen
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        set_err(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        weir_errorf(err, errlen, "cannot read %s: %s", path, strerror(errno));
         return -1;
     }
     weir_buf_t b = WEIR_BUF_INIT;
@@ -455,7 +443,7 @@ static int read_text_file(const char *path, char **out, char *err, size_t errlen
         if (b.len + n > 1024 * 1024) {
             fclose(f);
             weir_buf_free(&b);
-            set_err(err, errlen, "%s: larger than 1 MiB", path);
+            weir_errorf(err, errlen, "%s: larger than 1 MiB", path);
             return -1;
         }
         weir_buf_append(&b, chunk, n);
@@ -464,7 +452,7 @@ static int read_text_file(const char *path, char **out, char *err, size_t errlen
     fclose(f);
     if (failed) {
         weir_buf_free(&b);
-        set_err(err, errlen, "cannot read %s", path);
+        weir_errorf(err, errlen, "cannot read %s", path);
         return -1;
     }
     weir_buf_append(&b, "", 0); /* NUL-terminates an empty file too */
@@ -492,7 +480,7 @@ static int write_file(const char *dir, const out_file_t *f, bool force, char *er
     snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, f->name);
     int fd = mkostemp(tmp, O_CLOEXEC); /* O_CREAT|O_EXCL, mode 0600 */
     if (fd < 0) {
-        set_err(err, errlen, "cannot create a file in %s: %s", dir, strerror(errno));
+        weir_errorf(err, errlen, "cannot create a file in %s: %s", dir, strerror(errno));
         return -1;
     }
     size_t len = strlen(f->data), off = 0;
@@ -514,7 +502,7 @@ static int write_file(const char *dir, const out_file_t *f, bool force, char *er
         saved = errno;
     }
     if (rc != 0) {
-        set_err(err, errlen, "cannot write %s: %s", path, strerror(saved));
+        weir_errorf(err, errlen, "cannot write %s: %s", path, strerror(saved));
         unlink(tmp);
         return -1;
     }
@@ -528,9 +516,9 @@ static int write_file(const char *dir, const out_file_t *f, bool force, char *er
     }
     if (rc != 0) {
         if (errno == EEXIST)
-            set_err(err, errlen, "%s already exists (use --force to replace it)", path);
+            weir_errorf(err, errlen, "%s already exists (use --force to replace it)", path);
         else
-            set_err(err, errlen, "cannot write %s: %s", path, strerror(errno));
+            weir_errorf(err, errlen, "cannot write %s: %s", path, strerror(errno));
         if (force)
             unlink(tmp);
         return -1;
@@ -550,7 +538,7 @@ static int write_files(const char *dir, const out_file_t *files, size_t n, bool 
             struct stat st;
             join(path, sizeof(path), dir, files[i].name);
             if (lstat(path, &st) == 0) {
-                set_err(err, errlen, "%s already exists (use --force to replace it)", path);
+                weir_errorf(err, errlen, "%s already exists (use --force to replace it)", path);
                 return -1;
             }
         }

@@ -31,17 +31,6 @@ int weir_labels_parse(const char *text, weir_labels_t *out)
     return 0;
 }
 
-void weir_labels_free(weir_labels_t *l)
-{
-    for (size_t i = 0; i < l->count; i++) {
-        free(l->items[i].key);
-        free(l->items[i].value);
-    }
-    free(l->items);
-    l->items = NULL;
-    l->count = 0;
-}
-
 static int parse_seconds(const char *opt, const char *v, double *out)
 {
     char *end;

@@ -43,6 +43,5 @@ void weir_cli_free(weir_cli_t *cli);
 
 /* "k=v,k2=v2" -> labels (owned by out). Returns 0 or -1 on a malformed list. */
 int weir_labels_parse(const char *text, weir_labels_t *out);
-void weir_labels_free(weir_labels_t *l);
 
 #endif

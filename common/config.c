@@ -3754,6 +3754,17 @@ void weir_config_free(weir_config_t *cfg)
     free(c);
 }
 
+void weir_labels_free(weir_labels_t *l)
+{
+    for (size_t i = 0; i < l->count; i++) {
+        free(l->items[i].key);
+        free(l->items[i].value);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->count = 0;
+}
+
 bool weir_labels_match(const weir_labels_t *selector, const weir_labels_t *labels)
 {
     for (size_t i = 0; selector && i < selector->count; i++) {

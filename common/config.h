@@ -56,6 +56,9 @@ typedef struct {
 bool weir_labels_match(const weir_labels_t *selector, const weir_labels_t *labels);
 /* The value of `key`, or NULL. */
 const char *weir_labels_get(const weir_labels_t *labels, const char *key);
+/* Frees a label map whose keys, values and array are each malloc'd (weir_labels_parse, the
+ * Kubernetes registry); *l is left empty. A config's own labels go with weir_config_free. */
+void weir_labels_free(weir_labels_t *l);
 
 /* An IP range: an exact address is a /32 or /128. Parsed once at load. */
 typedef struct {

@@ -125,6 +125,16 @@ void weir_diags_sort(weir_diags_t *d, size_t from, const char *const *files, siz
     }
 }
 
+void weir_errorf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
 size_t weir_diag_edit_distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b), row[65];

@@ -62,6 +62,10 @@ void weir_diags_print(const weir_diags_t *d, FILE *out);
  * then line, then column. Compilers print in that order. */
 void weir_diags_sort(weir_diags_t *d, size_t from, const char *const *files, size_t n_files);
 
+/* Formats a one-line error into err[errlen] for functions that report through a caller's
+ * buffer (TLS setup, certificates, the Kubernetes client); err NULL or errlen 0: nothing. */
+void weir_errorf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Levenshtein distance, ASCII case ignored, for "did you mean" hints; SIZE_MAX when either
  * string is longer than 64 bytes. */
 size_t weir_diag_edit_distance(const char *a, const char *b);

@@ -16,6 +16,7 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 
+#include "common/diag.h"
 #include "common/http_codec.h"
 #include "common/log.h"
 #include "common/loop.h"
@@ -149,18 +150,6 @@ static void stream_next(stream_t *s, conn_t *c, end_t how);
 static void schedule_change(weir_k8s_client_t *c);
 
 /* ---- small helpers ---------------------------------------------------------------------- */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static const char *jstr(const json_t *obj, const char *key)
 {
@@ -451,21 +440,12 @@ static void labels_from_json(weir_labels_t *out, const json_t *obj, const char *
     free(keys);
 }
 
-static void labels_free(weir_labels_t *l)
-{
-    for (size_t i = 0; i < l->count; i++) {
-        free(l->items[i].key);
-        free(l->items[i].value);
-    }
-    free(l->items);
-}
-
 static void endpoint_free(weir_k8s_endpoint_t *e)
 {
     free(e->name);
     free(e->namespace);
     free(e->address);
-    labels_free(&e->labels);
+    weir_labels_free(&e->labels);
     free(e->service_account);
     for (size_t i = 0; i < e->n_ports; i++)
         free(e->ports[i].name);
@@ -485,7 +465,7 @@ static void service_free(weir_k8s_service_t *s)
         free(s->ports[j].protocol);
     }
     free(s->ports);
-    labels_free(&s->selector);
+    weir_labels_free(&s->selector);
     for (size_t j = 0; j < s->n_endpoints; j++)
         endpoint_free(&s->endpoints[j]);
     free(s->endpoints);
@@ -1702,7 +1682,7 @@ static int parse_url(weir_k8s_client_t *c, const char *url, char *err, size_t er
         p = url + 7;
         port = 80;
     } else {
-        set_err(err, errlen, "API URL \"%s\": must start with https:// or http://", url);
+        weir_errorf(err, errlen, "API URL \"%s\": must start with https:// or http://", url);
         return -1;
     }
     char host[256];
@@ -1710,7 +1690,7 @@ static int parse_url(weir_k8s_client_t *c, const char *url, char *err, size_t er
     if (*p == '[') {
         end = strchr(p, ']');
         if (end == NULL || (size_t)(end - p - 1) >= sizeof(host)) {
-            set_err(err, errlen, "API URL \"%s\": bad IPv6 literal", url);
+            weir_errorf(err, errlen, "API URL \"%s\": bad IPv6 literal", url);
             return -1;
         }
         memcpy(host, p + 1, (size_t)(end - p - 1));
@@ -1719,7 +1699,7 @@ static int parse_url(weir_k8s_client_t *c, const char *url, char *err, size_t er
     } else {
         end = p + strcspn(p, ":/");
         if (end == p || (size_t)(end - p) >= sizeof(host)) {
-            set_err(err, errlen, "API URL \"%s\": no host", url);
+            weir_errorf(err, errlen, "API URL \"%s\": no host", url);
             return -1;
         }
         memcpy(host, p, (size_t)(end - p));
@@ -1729,12 +1709,12 @@ static int parse_url(weir_k8s_client_t *c, const char *url, char *err, size_t er
         char *stop;
         unsigned long v = strtoul(end + 1, &stop, 10);
         if (stop == end + 1 || v < 1 || v > 65535 || (*stop && strcmp(stop, "/") != 0)) {
-            set_err(err, errlen, "API URL \"%s\": bad port", url);
+            weir_errorf(err, errlen, "API URL \"%s\": bad port", url);
             return -1;
         }
         port = (unsigned)v;
     } else if (*end && strcmp(end, "/") != 0) {
-        set_err(err, errlen, "API URL \"%s\": a path is not supported", url);
+        weir_errorf(err, errlen, "API URL \"%s\": a path is not supported", url);
         return -1;
     }
     weir_buf_t auth = WEIR_BUF_INIT;
@@ -1752,7 +1732,7 @@ static int parse_url(weir_k8s_client_t *c, const char *url, char *err, size_t er
     snprintf(ports, sizeof(ports), "%u", port);
     int rc = uv_getaddrinfo(c->loop, &req, NULL, host, ports, &hints);
     if (rc != 0 || req.addrinfo == NULL) {
-        set_err(err, errlen, "API URL \"%s\": cannot resolve %s: %s", url, host,
+        weir_errorf(err, errlen, "API URL \"%s\": cannot resolve %s: %s", url, host,
                 rc ? uv_strerror(rc) : "no address");
         if (rc == 0)
             uv_freeaddrinfo(req.addrinfo);
@@ -1810,7 +1790,7 @@ weir_k8s_client_t *weir_k8s_start(uv_loop_t *loop, const weir_k8s_options_t *o, 
                                   size_t errlen)
 {
     if (o == NULL || o->api_url == NULL || o->on_change == NULL) {
-        set_err(err, errlen, "k8s: api_url and on_change are required");
+        weir_errorf(err, errlen, "k8s: api_url and on_change are required");
         return NULL;
     }
     weir_k8s_client_t *c = weir_mem_calloc(1, sizeof(*c));
@@ -1849,7 +1829,7 @@ weir_k8s_client_t *weir_k8s_start(uv_loop_t *loop, const weir_k8s_options_t *o, 
         mbedtls_x509_crt_free(&ca);
         if (!ok) {
             char e[160];
-            set_err(err, errlen, "k8s: CA %s: %s", c->ca_path,
+            weir_errorf(err, errlen, "k8s: CA %s: %s", c->ca_path,
                     rc < 0 ? tls_error(rc, e, sizeof(e)) : "no certificate");
             c->tls = false; /* nothing of the TLS state is set up yet */
             client_free(c);
@@ -1860,7 +1840,7 @@ weir_k8s_client_t *weir_k8s_start(uv_loop_t *loop, const weir_k8s_options_t *o, 
         static const char pers[] = "weir-k8s";
         if (mbedtls_ctr_drbg_seed(&c->drbg, mbedtls_entropy_func, &c->entropy,
                                   (const unsigned char *)pers, sizeof(pers) - 1) != 0) {
-            set_err(err, errlen, "k8s: cannot seed the random generator");
+            weir_errorf(err, errlen, "k8s: cannot seed the random generator");
             client_free(c);
             return NULL;
         }

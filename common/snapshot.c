@@ -361,15 +361,24 @@ static void build_listener(weir_snapshot_t *s, const weir_gateway_identity_t *id
     s->listeners[s->n_listeners++] = spec;
 }
 
-weir_snapshot_t *weir_snapshot_build_gateway(weir_config_t *cfg, const weir_gateway_identity_t *id,
-                                             weir_diags_t *diags)
+/* What both roles' snapshots start with: the config they own, a generation, the trust domain
+ * (cluster.local when none is given), and where the build reports. */
+static weir_snapshot_t *snapshot_new(weir_config_t *cfg, const char *trust_domain,
+                                     weir_diags_t *diags)
 {
     weir_snapshot_t *s = weir_mem_calloc(1, sizeof(*s));
     s->refs = 1;
     s->generation = next_generation++;
     s->config = cfg;
-    s->trust_domain = weir_mem_strdup(id->trust_domain ? id->trust_domain : "cluster.local");
+    s->trust_domain = weir_mem_strdup(trust_domain ? trust_domain : "cluster.local");
     s->build_diags = diags;
+    return s;
+}
+
+weir_snapshot_t *weir_snapshot_build_gateway(weir_config_t *cfg, const weir_gateway_identity_t *id,
+                                             weir_diags_t *diags)
+{
+    weir_snapshot_t *s = snapshot_new(cfg, id->trust_domain, diags);
     size_t selected = 0;
     for (size_t g = 0; g < cfg->n_gateways; g++) {
         const weir_gateway_t *gw = &cfg->gateways[g];
@@ -502,12 +511,7 @@ static bool http_protocol(const char *p)
 weir_snapshot_t *weir_snapshot_build_sidecar(weir_config_t *cfg, const weir_sidecar_identity_t *id,
                                              weir_diags_t *diags)
 {
-    weir_snapshot_t *s = weir_mem_calloc(1, sizeof(*s));
-    s->refs = 1;
-    s->generation = next_generation++;
-    s->config = cfg;
-    s->trust_domain = weir_mem_strdup(id->trust_domain ? id->trust_domain : "cluster.local");
-    s->build_diags = diags;
+    weir_snapshot_t *s = snapshot_new(cfg, id->trust_domain, diags);
     compute_inbound_mtls(s, id);
     static const char *const mesh[] = {"mesh"};
     for (size_t i = 0; i < cfg->n_service_entries; i++) {

@@ -18,6 +18,7 @@
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509_crt.h>
 
+#include "common/diag.h"
 #include "common/spiffe.h"
 
 #define DEFAULT_TICKET_LIFETIME_S 7200
@@ -105,19 +106,6 @@ struct weir_tls {
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static char *vfmt(const char *fmt, va_list ap)
 {
     va_list ap2;
@@ -153,7 +141,7 @@ static int load_certs(mbedtls_x509_crt *crt, const char *path, const char *what,
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        set_err(err, errlen, "%s %s: %s", what, path, strerror(errno));
+        weir_errorf(err, errlen, "%s %s: %s", what, path, strerror(errno));
         return -1;
     }
     fclose(f);
@@ -161,9 +149,9 @@ static int load_certs(mbedtls_x509_crt *crt, const char *path, const char *what,
     if (rc != 0) {
         char eb[120];
         if (rc > 0)
-            set_err(err, errlen, "%s %s: %d certificate(s) could not be parsed", what, path, rc);
+            weir_errorf(err, errlen, "%s %s: %d certificate(s) could not be parsed", what, path, rc);
         else
-            set_err(err, errlen, "%s %s: not a PEM certificate: %s", what, path,
+            weir_errorf(err, errlen, "%s %s: not a PEM certificate: %s", what, path,
                     mbed_err(rc, eb, sizeof eb));
         return -1;
     }
@@ -205,24 +193,24 @@ weir_tls_config_t *weir_tls_config_new(const weir_tls_options_t *o, char *err, s
     int rc;
     bool server = o->role == WEIR_TLS_SERVER;
     if (o->role != WEIR_TLS_SERVER && o->role != WEIR_TLS_CLIENT) {
-        set_err(err, errlen, "invalid TLS role");
+        weir_errorf(err, errlen, "invalid TLS role");
         return NULL;
     }
     if (o->trust_domain != NULL && !weir_spiffe_trust_domain_valid(o->trust_domain)) {
-        set_err(err, errlen, "invalid trust domain \"%s\"", o->trust_domain);
+        weir_errorf(err, errlen, "invalid trust domain \"%s\"", o->trust_domain);
         return NULL;
     }
     bool verify_peer = !(server && o->no_client_cert);
     if (verify_peer && o->root_pem_path == NULL) {
-        set_err(err, errlen, "a root certificate file is needed to verify the peer");
+        weir_errorf(err, errlen, "a root certificate file is needed to verify the peer");
         return NULL;
     }
     if ((o->chain_pem_path == NULL) != (o->key_pem_path == NULL)) {
-        set_err(err, errlen, "a certificate chain needs its key, and a key its chain");
+        weir_errorf(err, errlen, "a certificate chain needs its key, and a key its chain");
         return NULL;
     }
     if (server && o->chain_pem_path == NULL) {
-        set_err(err, errlen, "a TLS server needs a certificate chain and key");
+        weir_errorf(err, errlen, "a TLS server needs a certificate chain and key");
         return NULL;
     }
 
@@ -242,13 +230,13 @@ weir_tls_config_t *weir_tls_config_new(const weir_tls_options_t *o, char *err, s
     static const char pers[] = "weir tls";
     if ((rc = mbedtls_ctr_drbg_seed(&c->drbg, mbedtls_entropy_func, &c->entropy,
                                     (const unsigned char *)pers, sizeof(pers) - 1)) != 0) {
-        set_err(err, errlen, "cannot seed the random generator: %s", mbed_err(rc, eb, sizeof eb));
+        weir_errorf(err, errlen, "cannot seed the random generator: %s", mbed_err(rc, eb, sizeof eb));
         goto fail;
     }
     if ((rc = mbedtls_ssl_config_defaults(
              &c->conf, server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
              MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT)) != 0) {
-        set_err(err, errlen, "mbedTLS config: %s", mbed_err(rc, eb, sizeof eb));
+        weir_errorf(err, errlen, "mbedTLS config: %s", mbed_err(rc, eb, sizeof eb));
         goto fail;
     }
     mbedtls_ssl_conf_rng(&c->conf, mbedtls_ctr_drbg_random, &c->drbg);
@@ -277,22 +265,22 @@ weir_tls_config_t *weir_tls_config_new(const weir_tls_options_t *o, char *err, s
             goto fail;
         FILE *f = fopen(o->key_pem_path, "rb");
         if (f == NULL) {
-            set_err(err, errlen, "key %s: %s", o->key_pem_path, strerror(errno));
+            weir_errorf(err, errlen, "key %s: %s", o->key_pem_path, strerror(errno));
             goto fail;
         }
         fclose(f);
         if ((rc = mbedtls_pk_parse_keyfile(&c->key, o->key_pem_path, NULL)) != 0) {
-            set_err(err, errlen, "key %s: not a PEM private key: %s", o->key_pem_path,
+            weir_errorf(err, errlen, "key %s: not a PEM private key: %s", o->key_pem_path,
                     mbed_err(rc, eb, sizeof eb));
             goto fail;
         }
         if (!mbedtls_pk_can_do(&c->key, MBEDTLS_PK_ECDSA)) {
-            set_err(err, errlen, "key %s: not an EC key (weir's TLS uses ECDHE-ECDSA only)",
+            weir_errorf(err, errlen, "key %s: not an EC key (weir's TLS uses ECDHE-ECDSA only)",
                     o->key_pem_path);
             goto fail;
         }
         if (mbedtls_pk_check_pair(&c->chain.pk, &c->key) != 0) {
-            set_err(err, errlen, "key %s does not match the certificate in %s", o->key_pem_path,
+            weir_errorf(err, errlen, "key %s does not match the certificate in %s", o->key_pem_path,
                     o->chain_pem_path);
             goto fail;
         }
@@ -302,12 +290,12 @@ weir_tls_config_t *weir_tls_config_new(const weir_tls_options_t *o, char *err, s
         size_t eku_len = server ? MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)
                                 : MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH);
         if (mbedtls_x509_crt_check_extended_key_usage(&c->chain, eku, eku_len) != 0) {
-            set_err(err, errlen, "certificate chain %s: its extKeyUsage lacks %s",
+            weir_errorf(err, errlen, "certificate chain %s: its extKeyUsage lacks %s",
                     o->chain_pem_path, server ? "serverAuth" : "clientAuth");
             goto fail;
         }
         if ((rc = mbedtls_ssl_conf_own_cert(&c->conf, &c->chain, &c->key)) != 0) {
-            set_err(err, errlen, "own certificate: %s", mbed_err(rc, eb, sizeof eb));
+            weir_errorf(err, errlen, "own certificate: %s", mbed_err(rc, eb, sizeof eb));
             goto fail;
         }
         weir_spiffe_id_t id;
@@ -323,7 +311,7 @@ weir_tls_config_t *weir_tls_config_new(const weir_tls_options_t *o, char *err, s
             uint32_t life = o->ticket_lifetime_s ? o->ticket_lifetime_s : DEFAULT_TICKET_LIFETIME_S;
             if ((rc = mbedtls_ssl_ticket_setup(&c->ticket, mbedtls_ctr_drbg_random, &c->drbg,
                                                MBEDTLS_CIPHER_AES_256_GCM, life)) != 0) {
-                set_err(err, errlen, "session tickets: %s", mbed_err(rc, eb, sizeof eb));
+                weir_errorf(err, errlen, "session tickets: %s", mbed_err(rc, eb, sizeof eb));
                 goto fail;
             }
             mbedtls_ssl_conf_session_tickets_cb(&c->conf, mbedtls_ssl_ticket_write,
@@ -344,13 +332,13 @@ weir_tls_config_t *weir_tls_config_new(const weir_tls_options_t *o, char *err, s
         for (size_t i = 0; i < n; i++) {
             size_t l = strlen(o->alpn[i]);
             if (l == 0 || l > 255) {
-                set_err(err, errlen, "ALPN protocol names are 1-255 bytes");
+                weir_errorf(err, errlen, "ALPN protocol names are 1-255 bytes");
                 goto fail;
             }
             c->alpn[i] = weir_mem_strdup(o->alpn[i]);
         }
         if ((rc = mbedtls_ssl_conf_alpn_protocols(&c->conf, (const char **)c->alpn)) != 0) {
-            set_err(err, errlen, "ALPN: %s", mbed_err(rc, eb, sizeof eb));
+            weir_errorf(err, errlen, "ALPN: %s", mbed_err(rc, eb, sizeof eb));
             goto fail;
         }
     }
@@ -681,7 +669,7 @@ weir_tls_t *weir_tls_new(weir_tls_config_t *cfg, const char *sni, char *err, siz
     t->state = WEIR_TLS_HANDSHAKING;
     int rc = mbedtls_ssl_setup(&t->ssl, &cfg->conf);
     if (rc != 0) {
-        set_err(err, errlen, "TLS setup: %s", mbed_err(rc, eb, sizeof eb));
+        weir_errorf(err, errlen, "TLS setup: %s", mbed_err(rc, eb, sizeof eb));
         weir_tls_free(t);
         return NULL;
     }
@@ -689,7 +677,7 @@ weir_tls_t *weir_tls_new(weir_tls_config_t *cfg, const char *sni, char *err, siz
     mbedtls_ssl_set_verify(&t->ssl, verify_cb, t);
     if (cfg->role == WEIR_TLS_CLIENT && sni != NULL && *sni != '\0') {
         if ((rc = mbedtls_ssl_set_hostname(&t->ssl, sni)) != 0) {
-            set_err(err, errlen, "SNI \"%s\": %s", sni, mbed_err(rc, eb, sizeof eb));
+            weir_errorf(err, errlen, "SNI \"%s\": %s", sni, mbed_err(rc, eb, sizeof eb));
             weir_tls_free(t);
             return NULL;
         }

@@ -11,7 +11,8 @@
 #  - a shadow nobody answers (an address with no pod; a backend that never responds) leaves the
 #    primary's latency as it is without a mirror;
 #  - a shadow that stops reading does not hold the primary back: a 128 MiB POST still reaches
-#    the primary whole and promptly, and the proxy's memory stays bounded (the copy is dropped);
+#    the primary whole and promptly, and the proxy's memory stays bounded (the copy is dropped,
+#    and counted in the admin /stats);
 #  - turning mirroring on and off by editing the YAML while curl loops run through both paths:
 #    the shadow starts and stops receiving, the loops see only v1 and no error;
 #  - `weir gateway --no-shadow-host-suffix` keeps the Host as it is (Istio 1.28+).
@@ -282,6 +283,11 @@ for via in gw mesh; do
     ((ms < 10000)) || flunk "[$via] the 128 MiB POST took $ms ms: the stalled shadow held it back"
     ((max < base + 64 * 1024)) ||
         flunk "[$via] the proxy's VmRSS grew from ${base} kB to ${max} kB during the POST (limit: 64 MiB more)"
+    admin_pod=gw
+    [[ $via == mesh ]] && admin_pod=mclient
+    stat="cluster.outbound|80||stall.default.svc.cluster.local.mirror.abandoned_total"
+    n=$(pod_exec "$admin_pod" curl -s --max-time 3 http://127.0.0.1:15000/stats | grep -F "$stat: " | sed 's/.*: //' || true)
+    ((${n:-0} >= 1)) || flunk "[$via] the abandoned shadow is not counted: /stats $stat is '${n}'"
 done
 rm -f "$D/128m.bin"
 
